@@ -1,0 +1,405 @@
+"""The `scaling-sweep` command: run, plan, status, resume, retry, collect, fit, plot, cancel."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from scaling_sweep import config as config_mod
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.grid import Plan, expand
+from scaling_sweep.spec import EXECUTION_KEYS, JobSpec
+from scaling_sweep.sweep import SweepDir
+
+console = Console(highlight=False)
+
+# Config keys that change where or how a sweep runs, not its numbers: resume may override them.
+EXECUTION_TOP = ("launcher", "out_dir", "fit", "summary_densities")
+
+
+# -- config helpers ------------------------------------------------------------------------
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except Exception as e:
+        raise ConfigError(f"config: {config_mod._one_line(e)}") from e
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def training_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between two configs in what decides the trainings (grid included)."""
+
+    def relevant(cfg: dict[str, Any]) -> dict[str, Any]:
+        flat = _flat({k: v for k, v in cfg.items() if k not in EXECUTION_TOP})
+        return {
+            k: v
+            for k, v in flat.items()
+            if not (k.count(".") == 1 and k.split(".")[1] in EXECUTION_KEYS.get(k.split(".")[0], ()))
+        }
+
+    a, b = relevant(old), relevant(new)
+    return [
+        f"{k}: {a.get(k, '<unset>')} -> {b.get(k, '<unset>')}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
+
+
+def _launcher_group(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, list[str]]:
+    # `launcher=slurm` names a config group file; apply it before key overrides.
+    rest = []
+    for o in overrides:
+        if o.startswith("launcher=") and "." not in o.split("=", 1)[0]:
+            name = o.split("=", 1)[1]
+            path = config_mod.config_dir() / "launcher" / f"{name}.yaml"
+            if not path.is_file():
+                known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+                raise ConfigError(f"launcher={name!r} is unknown; known launchers: {', '.join(known)}")
+            cfg = OmegaConf.merge(cfg, {"launcher": None})
+            cfg.launcher = OmegaConf.load(path)
+        else:
+            rest.append(o)
+    return cfg, rest
+
+
+class Loaded:
+    """A sweep's config, its expanded plan and its directory."""
+
+    def __init__(self, cfg: DictConfig, sweep: SweepDir) -> None:
+        self.cfg = cfg
+        self.plain = _plain(cfg)
+        self.plan: Plan = expand(self.plain)
+        self.sweep = sweep
+
+
+def load_new(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> Loaded:
+    cfg = config_mod.compose(overrides, config_dirs)
+    plain = _plain(cfg)
+    return Loaded(cfg, SweepDir(Path(plain["out_dir"]) / plain["name"]))
+
+
+def load_existing(path: str, overrides: Sequence[str] = ()) -> Loaded:
+    sweep = SweepDir(path)
+    frozen = config_mod.from_yaml(sweep.read_config())
+    cfg, rest = _launcher_group(frozen, list(overrides))
+    cfg = config_mod.apply_overrides(cfg, rest) if rest else cfg
+    diff = training_diff(_plain(frozen), _plain(cfg))
+    if diff:
+        raise ConfigError(
+            f"{path}: the override changes training of the frozen sweep.yaml ({'; '.join(diff[:3])}); "
+            f"start a new sweep with `scaling-sweep run ... name=NEW` instead"
+        )
+    return Loaded(cfg, sweep)
+
+
+# -- subcommands ---------------------------------------------------------------------------
+
+
+def _statuses(loaded: Loaded, verify: bool = True) -> dict:
+    return loaded.sweep.statuses(loaded.plan.specs, verify=verify)
+
+
+def _slurm_states(sweep: SweepDir) -> dict[str, str] | None:
+    if not sweep.slurm_dir.is_dir():
+        return None
+    try:
+        from launchers.slurm import slurm_states
+
+        return slurm_states(sweep)
+    except ConfigError as e:
+        console.print(f"[yellow]slurm[/yellow]: {e}")
+        return None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from scaling_sweep.report import print_status, status_json
+
+    loaded = load_new(args.overrides, args.config_dir)
+    statuses = _statuses(loaded, verify=False)
+    if args.json:
+        print(json.dumps(status_json(loaded.plain["name"], loaded.plan, statuses), indent=1))
+        return 0
+    where = loaded.sweep.path
+    note = "" if loaded.sweep.exists() else " (new)"
+    print_status(console, f"plan: {loaded.plain['name']} -> {where}{note}", loaded.plan, statuses)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from scaling_sweep.report import print_status, status_json
+
+    loaded = load_existing(args.sweep_dir)
+    statuses = _statuses(loaded)
+    slurm = _slurm_states(loaded.sweep)
+    if args.json:
+        print(json.dumps(status_json(loaded.plain["name"], loaded.plan, statuses, slurm), indent=1))
+    else:
+        print_status(console, f"status: {loaded.sweep.path}", loaded.plan, statuses, slurm)
+    return 0
+
+
+def _select(loaded: Loaded, which: str) -> list[JobSpec]:
+    statuses = _statuses(loaded)
+    for p in [p for s in statuses.values() for p in s.problems][:10]:
+        console.print(f"[yellow]problem[/yellow] {p}")
+    wanted = {"resume": ("pending", "interrupted"), "retry": ("failed",)}[which]
+    picked = [s for s in loaded.plan.specs if statuses[s.job_id].status in wanted]
+    c = {k: sum(1 for s in statuses.values() if s.status == k) for k in ("done", "running", "failed")}
+    skipped = ", ".join(f"{v} {k}" for k, v in c.items() if v and k not in wanted)
+    console.print(
+        f"{len(picked)} jobs to run"
+        + (f" ({skipped} left alone)" if skipped else "")
+        + (
+            f"; `scaling-sweep retry {loaded.sweep.path}` reruns failed jobs"
+            if which == "resume" and c["failed"]
+            else ""
+        )
+    )
+    return picked
+
+
+def _launch(loaded: Loaded, specs: list[JobSpec], args: argparse.Namespace) -> int:
+    from launchers import make_launcher
+
+    launcher = make_launcher(loaded.plain["launcher"])
+    if getattr(args, "no_progress", False) and hasattr(launcher, "progress"):
+        launcher.progress = False
+    if hasattr(launcher, "describe"):
+        console.print(f"launcher {launcher.name}: {launcher.describe()}")
+    t0 = time.time()
+    result = launcher.launch(loaded.sweep, specs, fail_fast=args.fail_fast)
+    if not launcher.blocking:
+        console.print(result.message or f"submitted {len(specs)} jobs")
+        console.print(f"follow with `scaling-sweep status {loaded.sweep.path}`")
+        return 0
+    o = result.outcomes
+    console.print(
+        f"finished in {time.time() - t0:.1f}s: " + ", ".join(f"{k} {v}" for k, v in sorted(o.items()))
+    )
+    _finish(loaded)
+    if result.interrupted_by_user or o.get("interrupted"):
+        console.print(f"stopped; continue with `scaling-sweep resume {loaded.sweep.path}`")
+        return 130 if result.interrupted_by_user else 1
+    if o.get("failed"):
+        console.print(
+            f"[red]{o['failed']} jobs failed[/red]; see jobs/<id>/error.txt, rerun with "
+            f"`scaling-sweep retry {loaded.sweep.path}`"
+        )
+        return 1
+    return 0
+
+
+def _collect(sweep: SweepDir) -> Any:
+    from scaling_sweep.results import collect
+
+    return collect(sorted((sweep.path / "rows").glob("*.parquet")), sweep.results_path)
+
+
+def _finish(loaded: Loaded) -> None:
+    """After a blocking launch: results.parquet, the summary screen, the plots and (when possible) the fit."""
+    from scaling_sweep.report import summary_tables
+
+    sweep = loaded.sweep
+    table = _collect(sweep)
+    console.print(f"results: [bold]{sweep.results_path}[/bold] ({table.num_rows} rows)")
+    for t in summary_tables(table, loaded.plain.get("summary_densities") or [1.0]):
+        console.print(t)
+    fit_opts = loaded.plain.get("fit") or {}
+    if table.num_rows and fit_opts.get("enabled", True):
+        _plots_and_fit(sweep, fit_opts, do_fit=True, required=False)
+
+
+def _plots_and_fit(sweep: SweepDir, fit_opts: dict[str, Any], do_fit: bool, required: bool) -> int:
+    from scaling_sweep import fit
+
+    def progress(msg: str) -> None:
+        console.print(f"[dim]{msg}[/dim]")
+
+    paths = fit.plot_table(sweep.path, sweep.fit_dir, progress=progress)
+    for p in paths:
+        console.print(f"plot: {p}")
+    if not do_fit:
+        return 0
+    try:
+        report = fit.fit_table(
+            sweep.path,
+            sweep.fit_dir,
+            laws=fit_opts.get("laws") or ("power", "rosenfeld2020", "pruning2021"),
+            train_on=fit_opts.get("train_on"),
+            folds=int(fit_opts.get("folds") or 5),
+            progress=progress,
+        )
+    except fit.FitError as e:
+        if required:
+            raise ConfigError(str(e)) from e
+        console.print(f"[yellow]fit skipped[/yellow]: {e}")
+        return 0
+    console.print(report.summary())
+    for p in report.paths:
+        console.print(f"fit: {p}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = load_new(args.overrides, args.config_dir)
+    sweep = loaded.sweep
+    if sweep.exists():
+        frozen = _plain(config_mod.from_yaml(sweep.read_config()))
+        diff = training_diff(frozen, loaded.plain)
+        if diff:
+            raise ConfigError(
+                f"{sweep.path} already holds a sweep with another config ({'; '.join(diff[:3])}); "
+                f"pass name=NEW for a new sweep, or `scaling-sweep resume {sweep.path}`"
+            )
+        console.print(f"{sweep.path} exists with the same config: continuing it")
+    from launchers import make_launcher
+
+    make_launcher(loaded.plain["launcher"])  # bad launcher settings fail before anything is written
+    sweep.create(config_mod.to_yaml(loaded.cfg))
+    console.print(f"sweep [bold]{loaded.plain['name']}[/bold] -> {sweep.path}")
+    return _launch(loaded, _select(loaded, "resume"), args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    loaded = load_existing(args.sweep_dir, args.overrides)
+    return _launch(loaded, _select(loaded, "resume"), args)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    loaded = load_existing(args.sweep_dir, args.overrides)
+    return _launch(loaded, _select(loaded, "retry"), args)
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    sweep = SweepDir(args.sweep_dir)
+    sweep.read_config()
+    table = _collect(sweep)
+    console.print(f"wrote {sweep.results_path} ({table.num_rows} rows)")
+    return 0
+
+
+def _fit_options(args: argparse.Namespace) -> tuple[SweepDir, dict[str, Any]]:
+    loaded = load_existing(args.sweep_dir, args.overrides)
+    if not (loaded.sweep.results_path.exists() or any((loaded.sweep.path / "rows").glob("*.parquet"))):
+        raise ConfigError(f"{loaded.sweep.path}: no rows yet; run or resume the sweep first")
+    _collect(loaded.sweep)
+    return loaded.sweep, dict(loaded.plain.get("fit") or {})
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    sweep, opts = _fit_options(args)
+    return _plots_and_fit(sweep, opts, do_fit=True, required=True)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    sweep, opts = _fit_options(args)
+    return _plots_and_fit(sweep, opts, do_fit=False, required=True)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    sweep = SweepDir(args.sweep_dir)
+    sweep.read_config()
+    from launchers.slurm import cancel
+
+    n = cancel(sweep)
+    console.print(f"cancelled {n} SLURM jobs of {sweep.path}")
+    return 0
+
+
+# -- argument parsing ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scaling-sweep",
+        description="Declare scaling-law grids in Hydra configs, train them with IMP locally or on SLURM, fit the laws.",
+        epilog="Overrides use Hydra's grammar, e.g. sweep=mnist1d_imp grid.model.width=[0.5,1,2] prune.levels=10",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_overrides(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("overrides", nargs="*", help="Hydra overrides (key=value)")
+
+    def launching(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--fail-fast", action="store_true", help="stop the sweep at the first failed job")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bar (plain lines)")
+
+    sp = sub.add_parser("run", help="compose a sweep from configs and run (or submit) it")
+    with_overrides(sp)
+    launching(sp)
+    sp.add_argument(
+        "--config-dir", action="append", default=[], help="extra directory searched for config groups"
+    )
+    sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("plan", help="show what `run` with these arguments would do; changes nothing")
+    with_overrides(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--config-dir", action="append", default=[])
+    sp.set_defaults(fn=cmd_plan)
+
+    for name, fn, helptext in (
+        ("resume", cmd_resume, "run what is not done, with the frozen sweep.yaml"),
+        ("retry", cmd_retry, "rerun only the failed jobs"),
+    ):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("sweep_dir")
+        with_overrides(sp)
+        launching(sp)
+        sp.set_defaults(fn=fn)
+
+    sp = sub.add_parser("status", help="done / running / failed / to run for an existing sweep")
+    sp.add_argument("sweep_dir")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(fn=cmd_status)
+
+    for name, fn, helptext in (
+        ("collect", cmd_collect, "write results.parquet from the rows files"),
+        ("fit", cmd_fit, "fit the scaling laws; writes fit/params.json, quality.md, plots"),
+        ("plot", cmd_plot, "plot the measured curves (no fit)"),
+        ("cancel", cmd_cancel, "cancel this sweep's SLURM jobs"),
+    ):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("sweep_dir")
+        if name in ("fit", "plot"):
+            with_overrides(sp)
+        sp.set_defaults(fn=fn, overrides=getattr(sp, "overrides", []))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except ConfigError as e:
+        console.print(f"[red]error[/red]: {e}", soft_wrap=True)
+        return 2
+    except ValueError as e:
+        from scaling_sweep.train.options import OptionError
+
+        if isinstance(e, OptionError):
+            console.print(f"[red]error[/red]: {e}", soft_wrap=True)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The sweep's structured config (dataclasses in Hydra's ConfigStore) and composing it from `configs/`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.train.options import DataOptions, ModelOptions, PruneOptions, TrainOptions
+
+
+@dataclass
+class FitOptions:
+    enabled: bool = True  # fit and plot at the end of `run`
+    laws: list[str] = field(default_factory=lambda: ["power", "rosenfeld2020", "pruning2021"])
+    train_on: str | None = None  # extrapolation: fit on rows matching this filter, test on the rest
+    folds: int = 5
+
+
+@dataclass
+class SweepConfig:
+    name: str = MISSING  # the sweep directory is out_dir/name
+    out_dir: str = "results"
+    seed: int = 0
+    model: ModelOptions = field(default_factory=ModelOptions)
+    data: DataOptions = field(default_factory=DataOptions)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    prune: PruneOptions = field(default_factory=PruneOptions)
+    # Axes as lists under their config path (grid.model.width=[0.5,1,2], grid.seed=[0,1]);
+    # grid.zip: groups of axes that vary together; grid.drop: conditions that drop a point.
+    grid: dict[str, Any] = field(default_factory=dict)
+    launcher: dict[str, Any] = field(default_factory=dict)  # each launcher checks its own keys
+    fit: FitOptions = field(default_factory=FitOptions)
+    # Densities at which the end-of-run summary table shows error.
+    summary_densities: list[float] = field(default_factory=lambda: [1.0, 0.512, 0.262])
+
+
+def config_dir() -> Path:
+    """The `configs/` directory: the checkout's when run from source or editable, else the installed copy."""
+    here = Path(__file__).resolve().parent
+    source = here.parent / "configs"
+    if (source / "config.yaml").is_file():
+        return source
+    from importlib.resources import files
+
+    return Path(str(files("scaling_sweep.configs")))
+
+
+def _register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)
+
+
+def compose(overrides: Sequence[str], extra_config_dirs: Sequence[str] = ()) -> DictConfig:
+    """Compose `configs/config.yaml` with Hydra overrides; bad overrides become a one-line ConfigError."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    _register()
+    overrides = list(overrides)
+    for extra in extra_config_dirs:
+        overrides.append(f"hydra.searchpath=[file://{os.path.abspath(extra)}]")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_one_line(e)) from e
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    return cfg
+
+
+def _one_line(e: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line, chained errors as one line: what failed, and why."""
+    chain = []
+    while e is not None:
+        if str(e).strip():
+            chain.append(str(e).strip())
+        e = e.__cause__
+    if not chain:
+        return "invalid configuration"
+    lines = chain[0].splitlines()
+    msg = lines[0].strip()
+    if "Available options" in chain[0]:
+        options = []
+        for ln in lines[lines.index(next(x for x in lines if x.startswith("Available options"))) + 1:]:
+            if not ln.startswith("\t"):
+                break
+            options.append(ln.strip())
+        msg += f"; available: {', '.join(options)}"
+    elif len(chain) > 1:
+        msg += f" ({chain[-1].splitlines()[0].strip()})"
+    return msg
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """Apply Hydra-grammar `key=value` overrides to an already composed config (used by `resume`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as e:
+        raise ConfigError(_one_line(e)) from e
+    for o in parsed:
+        if o.is_sweep_override():
+            raise ConfigError(
+                f"{o.input_line}: sweeps over values go in grid.* (e.g. grid.model.width=[1,2])"
+            )
+        key = o.get_key_element().lstrip("+~")
+        if o.is_delete():
+            raise ConfigError(f"{o.input_line}: deleting keys is not supported on resume")
+        OmegaConf.update(cfg, key, o.value(), merge=False, force_add=o.is_add() or o.is_force_add())
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def from_yaml(text: str) -> DictConfig:
+    cfg = OmegaConf.create(text)
+    assert isinstance(cfg, DictConfig)
+    return cfg

@@ -1,0 +1,270 @@
+"""Grid axes (cartesian product, zipped groups, drop filters) -> JobSpecs, with IMP densities folded into trajectories."""
+
+from __future__ import annotations
+
+import itertools
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from functools import cache
+from types import SimpleNamespace
+from typing import Any
+
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.spec import SECTIONS, JobSpec, join_canonical, section_json
+from scaling_sweep.train.options import SECTION_TYPES, OptionError, levels_for_density, validate
+
+RESERVED = ("zip", "drop")
+# Axes that IMP reaches along one trajectory rather than as separate trainings.
+FOLDED_AXES = ("prune.density", "prune.levels")
+
+
+@dataclass
+class Plan:
+    """What a grid expands to: the trajectory jobs and how grid points were folded into them."""
+
+    specs: list[JobSpec]
+    n_points: int  # grid points after zip/drop, densities counted separately
+    axes: dict[str, list[Any]]  # axis path -> its values, in grid order
+    folded: int  # grid points that were merged into another point's IMP trajectory
+
+
+def flatten_axes(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """{"model": {"width": [1, 2]}, "seed": [0]} -> {"model.width": [1, 2], "seed": [0]}."""
+    out: dict[str, list[Any]] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = list(node) if isinstance(node, (list, tuple)) else [node]
+
+    for k, v in grid.items():
+        if k not in RESERVED:
+            walk(k, v)
+    for path, values in out.items():
+        _check_path(path)
+        if not values:
+            raise ConfigError(f"grid.{path}=[]: an axis needs at least one value")
+    return out
+
+
+@cache
+def _field_types(section: str) -> dict[str, Any]:
+    cls = SECTION_TYPES[section]
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _check_path(path: str) -> None:
+    if path == "seed":
+        return
+    section, _, key = path.partition(".")
+    if section not in SECTIONS or not key or "." in key:
+        raise ConfigError(
+            f"grid.{path}: axes are seed or <section>.<option> with section one of {', '.join(SECTIONS)}"
+        )
+    if key not in _field_types(section):
+        known = ", ".join(sorted(_field_types(section)))
+        raise ConfigError(f"grid.{path}: {section} has no option {key!r}; known: {known}")
+
+
+def _coerce(path: str, value: Any) -> Any:
+    """Give an axis value its option's type, so width 1 and 1.0 are one job."""
+    if path == "seed":
+        return _as_int(path, value)
+    section, _, key = path.partition(".")
+    typ = _field_types(section)[key]
+    if value is None:
+        return None
+    base = (
+        next((a for a in typing.get_args(typ) if a is not type(None)), typ) if typing.get_args(typ) else typ
+    )
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"grid.{path}={value!r}: must be a number")
+        return float(value)
+    if base is int:
+        return _as_int(path, value)
+    return value
+
+
+def _as_int(path: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ConfigError(f"grid.{path}={value!r}: must be an integer")
+    return int(value)
+
+
+def _zip_groups(grid: Mapping[str, Any], axes: Mapping[str, list[Any]]) -> list[list[str]]:
+    groups = []
+    seen: set[str] = set()
+    for group in grid.get("zip") or []:
+        group = [str(g) for g in group]
+        for g in group:
+            if g not in axes:
+                raise ConfigError(f"grid.zip names {g!r}, which is not an axis; axes: {', '.join(axes)}")
+            if g in seen:
+                raise ConfigError(f"grid.zip names {g!r} twice; an axis can be in one zipped group")
+            seen.add(g)
+        lengths = {len(axes[g]) for g in group}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{g}: {len(axes[g])}" for g in group)
+            raise ConfigError(f"grid.zip group [{', '.join(group)}] has axes of different lengths ({sizes})")
+        groups.append(group)
+    return groups
+
+
+def _namespace(point: Mapping[str, Any], base: Mapping[str, Mapping[str, Any]], seed: int) -> dict[str, Any]:
+    ns: dict[str, Any] = {s: SimpleNamespace(**base[s]) for s in SECTIONS}
+    ns["seed"] = seed
+    for path, v in point.items():
+        if path == "seed":
+            ns["seed"] = v
+        else:
+            section, _, key = path.partition(".")
+            setattr(ns[section], key, v)
+    return ns
+
+
+def _compile_drops(grid: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    drops = grid.get("drop") or []
+    if isinstance(drops, str):
+        drops = [drops]
+    out = []
+    for expr in drops:
+        try:
+            out.append((expr, compile(str(expr), "<grid.drop>", "eval")))
+        except SyntaxError as e:
+            raise ConfigError(f"grid.drop {expr!r}: not a valid expression ({e.msg})") from e
+    return out
+
+
+def _dropped(drops: Sequence[tuple[str, Any]], ns: Mapping[str, Any]) -> bool:
+    for expr, code in drops:
+        try:
+            if eval(code, {"__builtins__": {"abs": abs, "min": min, "max": max}}, dict(ns)):  # noqa: S307
+                return True
+        except Exception as e:  # a typo in a filter must stop the plan, not silently keep points
+            raise ConfigError(f"grid.drop {expr!r}: {type(e).__name__}: {e}") from e
+    return False
+
+
+class _Builder:
+    """Builds JobSpecs from grid points, rendering each distinct section's canonical JSON once."""
+
+    def __init__(self, base: Mapping[str, Mapping[str, Any]]) -> None:
+        self.base = base
+        self.json_cache: dict[tuple, str] = {}
+        self.distinct: dict[tuple, dict[str, Any]] = {}  # (section, changes) -> that section's values
+
+    def build(self, changes: Mapping[str, dict[str, Any]], seed: int, axes: Mapping[str, Any]) -> JobSpec:
+        sections: dict[str, dict[str, Any]] = {}
+        parts: dict[str, str] = {}
+        for s in SECTIONS:
+            change = changes.get(s)
+            # Untouched sections share the base dict: specs never mutate their sections.
+            sections[s] = {**self.base[s], **change} if change else self.base[s]
+            key = (s, tuple((k, _hashable(v)) for k, v in change.items()) if change else ())
+            part = self.json_cache.get(key)
+            if part is None:
+                part = self.json_cache[key] = section_json(s, sections[s])
+                self.distinct[key] = sections[s]
+            parts[s] = part
+        spec = JobSpec(
+            sections["model"], sections["data"], sections["train"], sections["prune"], seed, axes=axes
+        )
+        return spec.preset_canonical(join_canonical(parts, seed))
+
+
+def _split(point: Mapping[str, Any], default_seed: int) -> tuple[dict[str, dict[str, Any]], int]:
+    changes: dict[str, dict[str, Any]] = {}
+    seed = default_seed
+    for path, v in point.items():
+        if path == "seed":
+            seed = v
+        else:
+            section, _, key = path.partition(".")
+            changes.setdefault(section, {})[key] = v
+    return changes, seed
+
+
+def expand(cfg: Mapping[str, Any]) -> Plan:
+    """Expand a composed sweep config (plain dict) into trajectory JobSpecs, validated."""
+    base = {s: dict(cfg[s]) for s in SECTIONS}
+    default_seed = int(cfg["seed"])
+    grid = dict(cfg.get("grid") or {})
+    axes = flatten_axes(grid)
+    axes = {p: [_coerce(p, v) for v in vals] for p, vals in axes.items()}
+    groups = _zip_groups(grid, axes)
+    zipped = {g for group in groups for g in group}
+    units: list[list[dict[str, Any]]] = [
+        [dict(zip(group, vals)) for vals in zip(*(axes[g] for g in group))] for group in groups
+    ]
+    units += [[{p: v} for v in vals] for p, vals in axes.items() if p not in zipped]
+    drops = _compile_drops(grid)
+    builder = _Builder(base)
+
+    by_id: dict[str, JobSpec] = {}
+    n_points = 0
+    # IMP reaches every density of a trajectory in one job: points that differ only in
+    # prune.density / prune.levels fold into one job that runs to the deepest level asked for.
+    trajectories: dict[tuple, tuple[dict[str, Any], int]] = {}
+    for combo in itertools.product(*units):
+        point: dict[str, Any] = {}
+        for part in combo:
+            point.update(part)
+        if drops and _dropped(drops, _namespace(point, base, default_seed)):
+            continue
+        n_points += 1
+        changes, seed = _split(point, default_seed)
+        prune = {**base["prune"], **changes.get("prune", {})}
+        if prune["method"] == "imp":
+            key = tuple((p, _hashable(v)) for p, v in point.items() if p not in FOLDED_AXES)
+            levels = _levels(prune)
+            if key in trajectories:
+                levels = max(levels, trajectories[key][1])
+            trajectories[key] = (point, levels)
+        else:
+            spec = builder.build(changes, seed, point)
+            by_id.setdefault(spec.job_id, spec)
+
+    for point, levels in trajectories.values():
+        shown = {k: v for k, v in point.items() if k not in FOLDED_AXES}
+        changes, seed = _split(shown, default_seed)
+        changes.setdefault("prune", {}).update(levels=levels, density=None)
+        spec = builder.build(changes, seed, {**shown, "prune.levels": levels})
+        by_id.setdefault(spec.job_id, spec)
+
+    if not by_id:
+        raise ConfigError("the grid is empty: every point was dropped by grid.drop or an axis has no values")
+    specs = list(by_id.values())
+    _validate_sections(base, builder.distinct)
+    return Plan(specs=specs, n_points=n_points, axes=axes, folded=n_points - len(specs))
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _levels(prune: Mapping[str, Any]) -> int:
+    levels = int(prune.get("levels") or 0)
+    density = prune.get("density")
+    if density is not None:
+        if not (0.0 < float(density) <= 1.0):
+            raise ConfigError(f"prune.density={density}: must be in (0, 1]")
+        levels = max(levels, levels_for_density(float(density), float(prune["rate"])))
+    return levels
+
+
+def _validate_sections(
+    base: Mapping[str, Mapping[str, Any]], distinct: Mapping[tuple, Mapping[str, Any]]
+) -> None:
+    # Checks are per section and a grid's jobs share most sections: validate each distinct
+    # section once, beside the base config's other sections.
+    first = {s: dict(base[s]) for s in SECTIONS} | {"seed": 0}
+    for (section, _), values in distinct.items():
+        try:
+            validate({**first, section: dict(values)})
+        except OptionError as e:
+            raise ConfigError(str(e)) from e

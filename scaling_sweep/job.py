@@ -1,0 +1,173 @@
+"""`run_job`: the one entry point every launcher calls; idempotent, leased, resumable, never raises for a failed training."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from scaling_sweep import __version__
+from scaling_sweep.results import SCHEMA_VERSION, write_rows
+from scaling_sweep.spec import JobSpec
+from scaling_sweep.sweep import DONE, FAILED, HOST, INTERRUPTED, RUNNING, SweepDir, spec_levels
+
+TrainFn = Callable[..., list]
+
+OUTCOMES = ("done", "skipped", "busy", "failed", "interrupted")
+
+
+def _default_train_fn() -> TrainFn:
+    from scaling_sweep.train.imp import run_imp
+
+    return run_imp
+
+
+def _is_interrupt(e: BaseException) -> bool:
+    from scaling_sweep.train.imp import Interrupted
+
+    return isinstance(e, Interrupted)
+
+
+def code_version() -> str:
+    """Package version, plus the git commit when running from a checkout."""
+    here = Path(__file__).resolve().parent.parent
+    head = here / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            ref = (here / ".git" / ref[5:]).read_text().strip()
+        return f"{__version__}+g{ref[:10]}"
+    except OSError:
+        return __version__
+
+
+def _torch_version() -> str:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return getattr(torch, "__version__", "") if torch else ""
+
+
+def make_rows(sweep_name: str, spec: JobSpec, levels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Trainer level metrics + the job's identity, axes and provenance = rows of the results table."""
+    version, torch_version = code_version(), _torch_version()
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = []
+    for m in levels:
+        rows.append(
+            {
+                "sweep": sweep_name,
+                "job_id": spec.job_id,
+                "level": int(m["level"]),
+                "seed": int(spec.seed),
+                "model": spec.model["name"],
+                "width": float(spec.model["width"]),
+                "depth": int(spec.model["depth"]),
+                "dataset": spec.data["name"],
+                "data_fraction": float(spec.data["fraction"]),
+                "n_train": int(m["n_train"]),
+                "density": float(m["density"]),
+                "prune_method": spec.prune["method"],
+                "rewind": spec.prune["rewind"],
+                "params_total": int(m["params_total"]),
+                "params_prunable": int(m["params_prunable"]),
+                "params_nonzero": int(m["params_nonzero"]),
+                "test_error": float(m["test_error"]),
+                "test_loss": float(m["test_loss"]),
+                "train_error": float(m["train_error"]),
+                "train_loss": float(m["train_loss"]),
+                "epochs": float(m["epochs"]),
+                "steps": int(m["steps"]),
+                "budget_unit": m["budget_unit"],
+                "wall_s": float(m["wall_s"]),
+                "device": str(m.get("device", "")),
+                "host": HOST,
+                "finished_at": m.get("finished_at") or now,
+                "config_json": spec.canonical_json,
+                "code_version": version,
+                "torch_version": torch_version,
+                "schema_version": SCHEMA_VERSION,
+            }
+        )
+    return rows
+
+
+def run_job(
+    spec: JobSpec,
+    sweep_dir: str | os.PathLike,
+    device: str = "cpu",
+    *,
+    stop: Callable[[], bool] | None = None,
+    train_fn: TrainFn | None = None,
+    sweep_name: str | None = None,
+) -> str:
+    """Train one job to completion (or until `stop`), writing its rows after every level.
+
+    Returns done | skipped | busy | failed | interrupted; a training failure is recorded in
+    jobs/<id>/error.txt and state.json, never raised.
+    """
+    sweep = SweepDir(sweep_dir)
+    name = sweep_name or sweep.path.name
+    job_id = spec.job_id
+    total = spec_levels(spec)
+    with sweep.lease(job_id) as lease:
+        if lease is None:
+            return "busy"
+        if sweep.is_done(job_id, total):
+            return "skipped"
+        sweep.write_spec(spec)
+        state = sweep.read_state(job_id)
+        sweep.write_state(
+            job_id,
+            status=RUNNING,
+            attempts=int(state.get("attempts", 0)) + 1,
+            levels_total=total,
+            host=HOST,
+            pid=os.getpid(),
+            device=device,
+        )
+        jd = sweep.job_dir(job_id)
+        log_path = jd / "log.txt"
+
+        def emit(levels: Sequence[Mapping[str, Any]]) -> None:
+            write_rows(sweep.rows_path(job_id), make_rows(name, spec, levels))
+            sweep.write_state(job_id, levels_done=len(levels))
+
+        def log(line: str) -> None:
+            with open(log_path, "a") as f:
+                f.write(f"{dt.datetime.now().isoformat(timespec='seconds')} {line}\n")
+
+        fn = train_fn or _default_train_fn()
+        try:
+            levels = fn(
+                spec.trainer_config(), device, sweep.ckpt_dir(job_id), emit, stop or (lambda: False), log
+            )
+        except BaseException as e:
+            if not isinstance(e, Exception) or _is_interrupt(e):
+                sweep.write_state(job_id, status=INTERRUPTED)
+                if isinstance(e, Exception):
+                    return "interrupted"
+                raise
+            tb = traceback.format_exc()
+            from scaling_sweep.atomic import write_text
+
+            write_text(
+                jd / "error.txt",
+                f"host {HOST} pid {os.getpid()} device {device} python {platform.python_version()}\n{tb}",
+            )
+            last = tb.strip().splitlines()[-1] if tb.strip() else repr(e)
+            sweep.write_state(job_id, status=FAILED, error=last)
+            log(f"failed: {last}")
+            return "failed"
+        if len(levels) != total:
+            sweep.write_state(
+                job_id, status=FAILED, error=f"trainer returned {len(levels)} levels, expected {total}"
+            )
+            return "failed"
+        sweep.write_state(job_id, status=DONE, levels_done=len(levels), error="")
+        log(f"done: {len(levels)} levels")
+        return "done"

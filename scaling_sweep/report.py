@@ -1,0 +1,140 @@
+"""What the terminal shows about a sweep: the plan/status table, its JSON form, and the end-of-run error summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from scaling_sweep.grid import Plan
+from scaling_sweep.sweep import JobStatus
+
+ORDER = ("done", "running", "failed", "interrupted", "pending")
+
+
+def counts(statuses: Mapping[str, JobStatus]) -> dict[str, int]:
+    c = Counter(s.status for s in statuses.values())
+    return {k: c.get(k, 0) for k in ORDER}
+
+
+def status_json(
+    name: str, plan: Plan, statuses: Mapping[str, JobStatus], slurm: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Everything `status --json` prints: counts and one entry per job."""
+    jobs = []
+    for spec in plan.specs:
+        st = statuses[spec.job_id]
+        entry = {
+            "job_id": spec.job_id,
+            "status": st.status,
+            "axes": dict(spec.axes),
+            "levels_done": st.levels_done,
+            "levels_total": st.levels_total,
+            "attempts": st.attempts,
+            "owner": st.owner,
+            "error": st.error,
+            "problems": st.problems,
+        }
+        if slurm is not None:
+            entry["slurm"] = slurm.get(spec.job_id, "")
+        jobs.append(entry)
+    c = counts(statuses)
+    return {
+        "sweep": name,
+        "grid_points": plan.n_points,
+        "jobs": len(plan.specs),
+        "folded": plan.folded,
+        "counts": c,
+        "to_run": c["pending"] + c["interrupted"],
+        "problems": [p for s in statuses.values() for p in s.problems],
+        "job_list": jobs,
+    }
+
+
+def fold_line(plan: Plan) -> str:
+    levels = Counter(int(s.prune.get("levels") or 0) for s in plan.specs if s.prune.get("method") == "imp")
+    oneshot = sum(1 for s in plan.specs if s.prune.get("method") != "imp")
+    parts = []
+    if levels:
+        spread = ", ".join(f"{n} to level {lv}" for lv, n in sorted(levels.items()))
+        parts.append(f"IMP trajectories: {sum(levels.values())} jobs ({spread}), one row per level")
+    if oneshot:
+        parts.append(f"one-shot: {oneshot} jobs, one per density")
+    folded = f"{plan.n_points} grid points -> {len(plan.specs)} jobs" + (
+        f" ({plan.folded} density points folded into IMP trajectories)" if plan.folded else ""
+    )
+    return folded + "; " + "; ".join(parts)
+
+
+def print_status(
+    console: Console,
+    title: str,
+    plan: Plan,
+    statuses: Mapping[str, JobStatus],
+    slurm: Mapping[str, str] | None = None,
+    first: int = 8,
+) -> None:
+    """The plan/status screen: counts, folding, problems, the first few jobs with their axes."""
+    c = counts(statuses)
+    console.print(f"[bold]{title}[/bold]")
+    console.print(fold_line(plan))
+    console.print(
+        "  ".join(f"{k} [bold]{v}[/bold]" for k, v in c.items())
+        + f"  to run [bold]{c['pending'] + c['interrupted']}[/bold]"
+    )
+    problems = [p for s in statuses.values() for p in s.problems]
+    for p in problems[:10]:
+        console.print(f"[yellow]problem[/yellow] {p}")
+    if len(problems) > 10:
+        console.print(f"[yellow]… and {len(problems) - 10} more problems[/yellow]")
+    axes = list(plan.specs[0].axes) if plan.specs else []
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ["job_id", "status", "levels", *axes] + (["slurm"] if slurm is not None else []):
+        table.add_column(col)
+    for spec in plan.specs[:first]:
+        st = statuses[spec.job_id]
+        row = [
+            spec.job_id,
+            st.status + (f" ({st.owner})" if st.owner else ""),
+            f"{st.levels_done}/{st.levels_total}",
+        ] + [_fmt(spec.axes.get(a)) for a in axes]
+        if slurm is not None:
+            row.append(slurm.get(spec.job_id, ""))
+        table.add_row(*row)
+    console.print(table)
+    if len(plan.specs) > first:
+        console.print(f"… {len(plan.specs) - first} more jobs (--json lists all)")
+    failed = [s for s in statuses.values() if s.status == "failed"]
+    for s in failed[:5]:
+        console.print(f"[red]failed[/red] {s.job_id}: {s.error}")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def summary_tables(table: Any, densities: Sequence[float]) -> list[Table]:
+    """Mean test error (over seeds and other axes) by width x data fraction at a few densities."""
+    df = table.to_pandas()
+    if df.empty:
+        return []
+    out = []
+    for target in densities:
+        # Each job's level closest to the target density, then the mean over seeds.
+        near = df.loc[(df["density"] - target).abs().groupby(df["job_id"]).idxmin()]
+        near = near[(near["density"] - target).abs() <= 0.25 * target]
+        if near.empty:
+            continue
+        pivot = near.pivot_table(index="width", columns="data_fraction", values="test_error", aggfunc="mean")
+        dens = near["density"].mean()
+        t = Table(title=f"test error at density ≈ {dens:.3g} (mean over seeds)", show_edge=False)
+        t.add_column("width \\ fraction")
+        for col in pivot.columns:
+            t.add_column(f"{col:g}", justify="right")
+        for w, row in pivot.iterrows():
+            t.add_row(f"{w:g}", *[("" if v != v else f"{v:.3f}") for v in row])
+        out.append(t)
+    return out

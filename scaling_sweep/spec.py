@@ -1,0 +1,124 @@
+"""`JobSpec`: one training trajectory, its canonical JSON and its stable `job_id`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+# Settings that decide where or how fast a job runs but not its numbers. They travel with the
+# spec (the trainer needs them) but never enter the canonical form, so the same training on
+# another machine, or with data at another path, is the same job.
+EXECUTION_KEYS: dict[str, frozenset[str]] = {
+    "model": frozenset(),
+    "data": frozenset({"root", "cache_dir", "num_workers"}),
+    "train": frozenset({"checkpoint_every", "log_every"}),
+    "prune": frozenset(),
+}
+
+# Options added after ids were first frozen: left out of the canonical form while at their
+# default, so adding an option never orphans finished results. Append, never edit.
+# Shape: {section: {key: default}}.
+ADDED_OPTIONS: dict[str, dict[str, Any]] = {
+    "model": {},
+    "data": {},
+    "train": {},
+    "prune": {},
+}
+
+SECTIONS = ("model", "data", "train", "prune")
+
+
+def _canonical_section(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    skip = EXECUTION_KEYS[name]
+    added = ADDED_OPTIONS[name]
+    return {k: v for k, v in values.items() if k not in skip and not (k in added and v == added[k])}
+
+
+def section_json(name: str, values: Mapping[str, Any]) -> str:
+    """Canonical JSON of one section (execution keys and default-valued added options left out)."""
+    return json.dumps(_canonical_section(name, values), sort_keys=True, separators=(",", ":"))
+
+
+def join_canonical(parts: Mapping[str, str], seed: int) -> str:
+    """The canonical JSON of a whole spec from its sections' canonical JSON.
+
+    Same text as json.dumps(identity, sort_keys=True, separators=(",", ":")): keys in sorted
+    order data, model, prune, seed, train. Lets the grid reuse section JSON shared by many jobs.
+    """
+    return (
+        f'{{"data":{parts["data"]},"model":{parts["model"]},"prune":{parts["prune"]},'
+        f'"seed":{int(seed)},"train":{parts["train"]}}}'
+    )
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One training trajectory: everything that changes its numbers (plus where its data lives)."""
+
+    model: Mapping[str, Any]
+    data: Mapping[str, Any]
+    train: Mapping[str, Any]
+    prune: Mapping[str, Any]
+    seed: int
+    # Grid axes this job stands for, e.g. {"model.width": 2, "prune.density": [1, 0.8, ...]};
+    # for display only, not part of the identity.
+    axes: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def identity(self) -> dict[str, Any]:
+        """The training-relevant config as plain data: what `job_id` hashes."""
+        out: dict[str, Any] = {s: _canonical_section(s, getattr(self, s)) for s in SECTIONS}
+        out["seed"] = int(self.seed)
+        return out
+
+    @cached_property
+    def canonical_json(self) -> str:
+        return join_canonical({s: section_json(s, getattr(self, s)) for s in SECTIONS}, self.seed)
+
+    def preset_canonical(self, canonical_json: str) -> JobSpec:
+        """Seed the cached canonical JSON (computed from shared section pieces by the grid)."""
+        self.__dict__["canonical_json"] = canonical_json
+        return self
+
+    @cached_property
+    def job_id(self) -> str:
+        return hashlib.sha256(self.canonical_json.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, execution settings included, as JSON-ready data (`spec.json`)."""
+        return {
+            "model": dict(self.model),
+            "data": dict(self.data),
+            "train": dict(self.train),
+            "prune": dict(self.prune),
+            "seed": int(self.seed),
+            "axes": dict(self.axes),
+            "job_id": self.job_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> JobSpec:
+        spec = cls(
+            model=dict(d["model"]),
+            data=dict(d["data"]),
+            train=dict(d["train"]),
+            prune=dict(d["prune"]),
+            seed=int(d["seed"]),
+            axes=dict(d.get("axes", {})),
+        )
+        if "job_id" in d and d["job_id"] != spec.job_id:
+            raise ValueError(f"spec.json says job_id={d['job_id']} but its content hashes to {spec.job_id}")
+        return spec
+
+    def trainer_config(self) -> dict[str, Any]:
+        """The plain dict the trainer takes (it knows nothing of JobSpec)."""
+        return {
+            "model": dict(self.model),
+            "data": dict(self.data),
+            "train": dict(self.train),
+            "prune": dict(self.prune),
+            "seed": int(self.seed),
+        }

@@ -1,0 +1,315 @@
+"""The sweep directory on disk: frozen config, per-job state and leases, rows files; the disk is the truth."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from scaling_sweep.atomic import read_json, write_json, write_text
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.spec import JobSpec
+
+HEARTBEAT_S = 10.0  # how often a running job refreshes its lease
+STALE_S = 60.0  # a lease not refreshed for this long belongs to a dead process (any host)
+
+# On-disk job states (state.json "status"); "running" is only believed while the lease is live.
+PENDING, RUNNING, DONE, FAILED, INTERRUPTED = "pending", "running", "done", "failed", "interrupted"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _process_start(pid: int) -> str:
+    # Start time distinguishes a live owner from a new process that reused its pid.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+HOST = socket.gethostname()
+
+
+@dataclass
+class JobStatus:
+    """What the disk says about one job."""
+
+    job_id: str
+    status: str  # pending | running | done | failed | interrupted
+    levels_done: int = 0
+    levels_total: int | None = None
+    attempts: int = 0
+    owner: str = ""  # host:pid of a live lease
+    problems: list[str] = field(default_factory=list)  # unreadable rows/checkpoint files found
+    error: str = ""  # first line of the last failure
+
+
+class Lease:
+    """Ownership of one job by one process, refreshed by a heartbeat thread."""
+
+    def __init__(self, path: Path, token: str) -> None:
+        self.path = path
+        self.token = token
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{path.parent.name}", daemon=True)
+
+    def _record(self) -> dict[str, Any]:
+        pid = os.getpid()
+        return {
+            "host": HOST,
+            "pid": pid,
+            "start": _process_start(pid),
+            "token": self.token,
+            "heartbeat": time.time(),
+        }
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            if self.held():
+                write_json(self.path, self._record())
+
+    def held(self) -> bool:
+        try:
+            return read_json(self.path).get("token") == self.token
+        except (OSError, ValueError):
+            return False
+
+    def release(self) -> None:
+        self._stop.set()
+        if self.held():
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def lease_is_live(record: dict[str, Any], now: float | None = None) -> bool:
+    """A lease is live while its heartbeat is fresh and, on this host, its process still runs."""
+    now = time.time() if now is None else now
+    if now - float(record.get("heartbeat", 0)) > STALE_S:
+        return False
+    if record.get("host") == HOST:
+        pid = int(record.get("pid", 0))
+        return pid > 0 and _pid_alive(pid) and _process_start(pid) == record.get("start", "")
+    return True
+
+
+class SweepDir:
+    """One sweep's directory: `sweep.yaml`, `jobs/<id>/`, `rows/<id>.parquet`, `results.parquet`, `fit/`."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    # -- layout --------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "sweep.yaml"
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.parquet"
+
+    @property
+    def slurm_dir(self) -> Path:
+        return self.path / "slurm"
+
+    @property
+    def fit_dir(self) -> Path:
+        return self.path / "fit"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.path / "jobs" / job_id
+
+    def rows_path(self, job_id: str) -> Path:
+        return self.path / "rows" / f"{job_id}.parquet"
+
+    def ckpt_dir(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "ckpt"
+
+    # -- the frozen config ---------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def read_config(self) -> str:
+        if not self.exists():
+            raise ConfigError(
+                f"{self.path}: no sweep.yaml here; is this a sweep directory made by `scaling-sweep run`?"
+            )
+        return self.config_path.read_text()
+
+    def create(self, config_yaml: str) -> None:
+        """Freeze the config at first launch; a sweep directory never changes its config afterwards."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "jobs").mkdir(exist_ok=True)
+            (self.path / "rows").mkdir(exist_ok=True)
+            probe = self.path / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise ConfigError(
+                f"out_dir: cannot write to {self.path} ({e.strerror}); pass out_dir=/a/writable/dir"
+            ) from e
+        if not self.exists():
+            write_text(self.config_path, config_yaml)
+
+    # -- job state -----------------------------------------------------------------------
+    def write_spec(self, spec: JobSpec) -> None:
+        path = self.job_dir(spec.job_id) / "spec.json"
+        if not path.exists():
+            write_json(path, spec.to_dict())
+
+    def read_state(self, job_id: str) -> dict[str, Any]:
+        try:
+            return read_json(self.job_dir(job_id) / "state.json")
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            return {"status": PENDING, "problem": "state.json unreadable"}
+
+    def write_state(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        state = self.read_state(job_id)
+        state.pop("problem", None)
+        state.update(fields, updated_at=time.time())
+        write_json(self.job_dir(job_id) / "state.json", state)
+        return state
+
+    @contextmanager
+    def lease(self, job_id: str) -> Iterator[Lease | None]:
+        """Take the job's lease (None if a live process holds it); a stale lease is taken over."""
+        jd = self.job_dir(job_id)
+        jd.mkdir(parents=True, exist_ok=True)
+        path = jd / "lease.json"
+        lease = Lease(path, uuid.uuid4().hex)
+        with FileLock(str(jd / ".lease.lock"), timeout=60):
+            try:
+                current = read_json(path)
+            except (OSError, ValueError):
+                current = None
+            if current is not None and lease_is_live(current):
+                yield_value = None
+            else:
+                write_json(path, lease._record())
+                yield_value = lease
+        if yield_value is None:
+            yield None
+            return
+        lease._thread.start()
+        try:
+            yield lease
+        finally:
+            lease.release()
+
+    def is_done(self, job_id: str, levels_total: int) -> bool:
+        """Done = state.json says so and the rows file holds every level (lease not consulted)."""
+        if self.read_state(job_id).get("status") != DONE:
+            return False
+        n = parquet_rows(self.rows_path(job_id))
+        return n is not None and n >= levels_total
+
+    def job_status(self, job_id: str, levels_total: int | None = None, verify: bool = True) -> JobStatus:
+        """Read one job's status from its directory; `verify` checks rows and checkpoint files."""
+        jd = self.job_dir(job_id)
+        st = JobStatus(job_id, PENDING, levels_total=levels_total)
+        if not jd.is_dir():
+            return st
+        state = self.read_state(job_id)
+        st.attempts = int(state.get("attempts", 0))
+        st.error = state.get("error", "")
+        if state.get("problem"):
+            st.problems.append(f"{jd / 'state.json'}: {state['problem']}")
+        status = state.get("status", PENDING)
+        try:
+            lease = read_json(jd / "lease.json")
+        except (OSError, ValueError):
+            lease = None
+        if lease is not None and lease_is_live(lease):
+            st.status = RUNNING
+            st.owner = f"{lease.get('host')}:{lease.get('pid')}"
+        elif status in (DONE, FAILED):
+            st.status = status
+        elif status in (RUNNING, INTERRUPTED):
+            st.status = INTERRUPTED  # a dead owner or a clean stop: resume continues it
+        rows = self.rows_path(job_id)
+        if verify and rows.exists():
+            n = parquet_rows(rows)
+            if n is None:
+                st.problems.append(
+                    f"{rows}: truncated or unreadable rows file; the job reruns from its checkpoint"
+                )
+            else:
+                st.levels_done = n
+        if st.status == DONE:
+            expected = int(state.get("levels_total", levels_total or 0))
+            if verify and st.levels_done < expected:
+                st.problems.append(
+                    f"{rows}: {st.levels_done} of {expected} levels; the job reruns from its checkpoint"
+                )
+                st.status = INTERRUPTED
+        if verify and st.status != DONE:
+            st.problems += unreadable_checkpoints(self.ckpt_dir(job_id))
+        return st
+
+    def statuses(self, specs: Sequence[JobSpec], verify: bool = True) -> dict[str, JobStatus]:
+        """Status of every job; jobs never started cost one directory listing in total."""
+        started = set(os.listdir(self.path / "jobs")) if (self.path / "jobs").is_dir() else set()
+        out = {}
+        for spec in specs:
+            total = spec_levels(spec)
+            if spec.job_id in started:
+                out[spec.job_id] = self.job_status(spec.job_id, total, verify=verify)
+            else:
+                out[spec.job_id] = JobStatus(spec.job_id, PENDING, levels_total=total)
+        return out
+
+
+def parquet_rows(path: Path) -> int | None:
+    """Row count of a Parquet file, or None when it is truncated or unreadable (footer checked)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 12:
+                return None
+            f.seek(-4, os.SEEK_END)
+            if f.read(4) != b"PAR1":
+                return None
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_rows
+    except Exception:
+        return None
+
+
+def unreadable_checkpoints(ckpt_dir: Path) -> list[str]:
+    """torch.save writes zip archives: a truncated one has no central directory, found without torch."""
+    if not ckpt_dir.is_dir():
+        return []
+    bad = []
+    for p in sorted(ckpt_dir.glob("*.pt")):
+        if not zipfile.is_zipfile(p):
+            bad.append(f"{p}: truncated or unreadable checkpoint; the job resumes from the previous good one")
+    return bad
+
+
+def spec_levels(spec: JobSpec) -> int:
+    """Rows a finished job has: levels 0..L for IMP, dense + pruned for one-shot."""
+    return int(spec.prune.get("levels") or 0) + 1 if spec.prune.get("method") == "imp" else 2
