@@ -65,7 +65,7 @@ def compose(overrides: Sequence[str], extra_config_dirs: Sequence[str] = ()) -> 
     from omegaconf.errors import OmegaConfBaseException
 
     _register()
-    overrides = list(overrides)
+    overrides = _grid_sweeps_as_lists(list(overrides))
     for extra in extra_config_dirs:
         overrides.append(f"hydra.searchpath=[file://{os.path.abspath(extra)}]")
     try:
@@ -75,6 +75,33 @@ def compose(overrides: Sequence[str], extra_config_dirs: Sequence[str] = ()) -> 
         raise ConfigError(_one_line(e)) from e
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
     return cfg
+
+
+def _grid_sweeps_as_lists(overrides: list[str]) -> list[str]:
+    """Hydra's sweep syntax on a grid axis (grid.seed=range(0,10), grid.model.width=1,2,4) becomes a list."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    out = []
+    for line in overrides:
+        try:
+            (o,) = parser.parse_overrides([line])
+        except HydraException as e:
+            raise ConfigError(_one_line(e)) from e
+        key = o.get_key_element()
+        if o.is_sweep_override() and key.lstrip("+").startswith("grid."):
+            values = [v for v in o.sweep_iterator()]
+            out.append(f"{key}=[{','.join(_literal(v) for v in values)}]")
+        else:
+            out.append(line)
+    return out
+
+
+def _literal(v: Any) -> str:
+    if isinstance(v, str):
+        return "'" + v.replace("'", "\\'") + "'"
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else repr(v)
 
 
 def _one_line(e: BaseException) -> str:
@@ -90,7 +117,7 @@ def _one_line(e: BaseException) -> str:
     msg = lines[0].strip()
     if "Available options" in chain[0]:
         options = []
-        for ln in lines[lines.index(next(x for x in lines if x.startswith("Available options"))) + 1:]:
+        for ln in lines[lines.index(next(x for x in lines if x.startswith("Available options"))) + 1 :]:
             if not ln.startswith("\t"):
                 break
             options.append(ln.strip())

@@ -33,8 +33,13 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    # A killed process whose parent died too may linger as a zombie nobody reaps: it is dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
         return True
-    return True
 
 
 def _process_start(pid: int) -> str:

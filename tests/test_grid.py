@@ -6,7 +6,6 @@ import pytest
 
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.grid import expand
-
 from tests.conftest import composed
 
 
@@ -27,14 +26,27 @@ def test_int_and_float_axis_values_are_one_job():
 
 
 def test_zip_varies_axes_together():
-    plan = expand(composed("grid.model.width=[1,2,4]", "+grid.train.lr=[0.4,0.2,0.1]",
-                           "grid.data.fraction=[1]", "grid.seed=[0]", "+grid.zip=[[model.width,train.lr]]"))
-    assert sorted((s.model["width"], s.train["lr"]) for s in plan.specs) == [(1.0, 0.4), (2.0, 0.2), (4.0, 0.1)]
+    plan = expand(
+        composed(
+            "grid.model.width=[1,2,4]",
+            "+grid.train.lr=[0.4,0.2,0.1]",
+            "grid.data.fraction=[1]",
+            "grid.seed=[0]",
+            "+grid.zip=[[model.width,train.lr]]",
+        )
+    )
+    assert sorted((s.model["width"], s.train["lr"]) for s in plan.specs) == [
+        (1.0, 0.4),
+        (2.0, 0.2),
+        (4.0, 0.1),
+    ]
 
 
 def test_zip_of_unequal_lengths_is_refused():
     with pytest.raises(ConfigError, match="different lengths"):
-        expand(composed("grid.model.width=[1,2]", "+grid.train.lr=[0.1]", "+grid.zip=[[model.width,train.lr]]"))
+        expand(
+            composed("grid.model.width=[1,2]", "+grid.train.lr=[0.1]", "+grid.zip=[[model.width,train.lr]]")
+        )
 
 
 def test_drop_filter_removes_points():
@@ -65,8 +77,15 @@ def test_folded_trajectory_is_the_same_job_as_levels():
 
 
 def test_oneshot_makes_one_job_per_density():
-    plan = expand(composed("prune=oneshot", "+grid.prune.density=[0.5,0.25]", "grid.seed=[0]",
-                           "grid.model.width=[1]", "grid.data.fraction=[1]"))
+    plan = expand(
+        composed(
+            "prune=oneshot",
+            "+grid.prune.density=[0.5,0.25]",
+            "grid.seed=[0]",
+            "grid.model.width=[1]",
+            "grid.data.fraction=[1]",
+        )
+    )
     assert sorted(s.prune["density"] for s in plan.specs) == [0.25, 0.5]
 
 

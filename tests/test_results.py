@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from scaling_sweep.results import COLUMNS, SCHEMA, RowsError, collect, read_rows, write_rows
-
 from tests.conftest import ROOT
 
 
@@ -17,10 +16,22 @@ def _rows(job: str, levels: int) -> list[dict]:
     out = []
     for level in range(levels):
         row = {c: None for c in SCHEMA.names}
-        row.update(sweep="s", job_id=job, level=level, seed=0, model="mlp", width=1.0, depth=2,
-                   dataset="mnist1d", data_fraction=1.0, n_train=4000, density=0.8**level,
-                   test_error=0.1 + 0.01 * level, finished_at=dt.datetime.now(dt.timezone.utc),
-                   schema_version=1)
+        row.update(
+            sweep="s",
+            job_id=job,
+            level=level,
+            seed=0,
+            model="mlp",
+            width=1.0,
+            depth=2,
+            dataset="mnist1d",
+            data_fraction=1.0,
+            n_train=4000,
+            density=0.8**level,
+            test_error=0.1 + 0.01 * level,
+            finished_at=dt.datetime.now(dt.timezone.utc),
+            schema_version=1,
+        )
         out.append(row)
     return out
 
@@ -66,5 +77,7 @@ def test_rows_are_readable_by_pandas_polars_and_duckdb(tmp_path):
     glob = str(tmp_path / "rows" / "*.parquet")
     assert len(pd.read_parquet(tmp_path / "rows")) == 5
     assert polars.read_parquet(glob).height == 5
-    got = duckdb.sql(f"SELECT job_id, max(level) AS top FROM '{glob}' GROUP BY job_id ORDER BY job_id").fetchall()
+    got = duckdb.sql(
+        f"SELECT job_id, max(level) AS top FROM '{glob}' GROUP BY job_id ORDER BY job_id"
+    ).fetchall()
     assert got == [("a" * 16, 2), ("b" * 16, 1)]

@@ -6,7 +6,6 @@ import json
 
 from scaling_sweep import spec as spec_mod
 from scaling_sweep.spec import JobSpec
-
 from tests.conftest import composed
 
 
@@ -27,7 +26,9 @@ def test_canonical_json_is_sorted_compact_json_of_identity():
 
 def test_execution_settings_do_not_change_the_id():
     base = _spec()
-    assert _spec(data__root="/elsewhere", data__num_workers=16, train__checkpoint_every=7).job_id == base.job_id
+    assert (
+        _spec(data__root="/elsewhere", data__num_workers=16, train__checkpoint_every=7).job_id == base.job_id
+    )
     assert _spec(train__lr=0.05).job_id != base.job_id
     assert _spec(model__width=2.0).job_id != base.job_id
 

@@ -29,11 +29,11 @@ def test_lease_of_a_killed_process_is_taken_over_at_once(tmp_path):
     sweep = SweepDir(tmp_path)
     job = "b" * 16
     code = (
-        "import sys, time; sys.path.insert(0, %r)\n"
+        "import sys, time; sys.path.insert(0, {!r})\n"
         "from scaling_sweep.sweep import SweepDir\n"
-        "with SweepDir(%r).lease(%r) as l:\n"
+        "with SweepDir({!r}).lease({!r}) as l:\n"
         "    print('held', flush=True); time.sleep(60)\n"
-    ) % (str(sweep_mod.__file__).rsplit("/scaling_sweep/", 1)[0], str(tmp_path), job)
+    ).format(str(sweep_mod.__file__).rsplit("/scaling_sweep/", 1)[0], str(tmp_path), job)
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "held"
     with sweep.lease(job) as lease:
