@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -19,7 +20,8 @@ from scaling_sweep.grid import Plan, expand
 from scaling_sweep.spec import EXECUTION_KEYS, JobSpec
 from scaling_sweep.sweep import SweepDir
 
-console = Console(highlight=False)
+# Pipes and logs get a wide console rather than rich's 80-column default, so nothing is cut.
+console = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
 
 # Config keys that change where or how a sweep runs, not its numbers: resume may override them.
 EXECUTION_TOP = ("launcher", "out_dir", "fit", "summary_densities")

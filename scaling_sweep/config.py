@@ -41,14 +41,10 @@ class SweepConfig:
 
 
 def config_dir() -> Path:
-    """The `configs/` directory: the checkout's when run from source or editable, else the installed copy."""
+    """The `configs/` directory: inside the installed package, else the checkout's top level."""
     here = Path(__file__).resolve().parent
-    source = here.parent / "configs"
-    if (source / "config.yaml").is_file():
-        return source
-    from importlib.resources import files
-
-    return Path(str(files("scaling_sweep.configs")))
+    installed = here / "configs"  # a wheel carries configs/ as scaling_sweep/configs
+    return installed if (installed / "config.yaml").is_file() else here.parent / "configs"
 
 
 def _register() -> None:

@@ -92,7 +92,9 @@ def print_status(
         console.print(f"[yellow]… and {len(problems) - 10} more problems[/yellow]")
     axes = list(plan.specs[0].axes) if plan.specs else []
     table = Table(show_edge=False, pad_edge=False)
-    for col in ["job_id", "status", "levels", *axes] + (["slurm"] if slurm is not None else []):
+    table.add_column("job_id", no_wrap=True, min_width=16)
+    table.add_column("status", no_wrap=True)
+    for col in ["levels", *axes] + (["slurm"] if slurm is not None else []):
         table.add_column(col)
     for spec in plan.specs[:first]:
         st = statuses[spec.job_id]
