@@ -230,33 +230,32 @@ def _finish(loaded: Loaded) -> None:
 
 
 def _plots_and_fit(sweep: SweepDir, fit_opts: dict[str, Any], do_fit: bool, required: bool) -> int:
+    """Measured-curve plots, then (do_fit) the laws; one live status line while it works."""
     from scaling_sweep import fit
 
-    def progress(msg: str) -> None:
-        console.print(f"[dim]{msg}[/dim]")
-
-    paths = fit.plot_table(sweep.path, sweep.fit_dir, progress=progress)
+    with console.status("plotting…") as line:
+        paths = fit.plot_table(sweep.path, sweep.fit_dir, progress=line.update)
+        report = None
+        if do_fit:
+            laws = fit_opts.get("laws") or ("power", "rosenfeld2020", "pruning2021")
+            try:
+                report = fit.fit_table(
+                    sweep.path,
+                    sweep.fit_dir,
+                    laws=laws,
+                    train_on=fit_opts.get("train_on"),
+                    folds=int(fit_opts.get("folds") or 5),
+                    progress=line.update,
+                )
+            except fit.FitError as e:
+                if required:
+                    raise ConfigError(str(e)) from e
+                console.print(f"[yellow]fit skipped[/yellow]: {e}")
+    if report is not None:
+        console.print(report.summary(), soft_wrap=True)  # lists the files it wrote
+        paths = [p for p in paths if p not in report.paths]
     for p in paths:
-        console.print(f"plot: {p}")
-    if not do_fit:
-        return 0
-    try:
-        report = fit.fit_table(
-            sweep.path,
-            sweep.fit_dir,
-            laws=fit_opts.get("laws") or ("power", "rosenfeld2020", "pruning2021"),
-            train_on=fit_opts.get("train_on"),
-            folds=int(fit_opts.get("folds") or 5),
-            progress=progress,
-        )
-    except fit.FitError as e:
-        if required:
-            raise ConfigError(str(e)) from e
-        console.print(f"[yellow]fit skipped[/yellow]: {e}")
-        return 0
-    console.print(report.summary())
-    for p in report.paths:
-        console.print(f"fit: {p}")
+        console.print(f"wrote {p}")
     return 0
 
 

@@ -132,7 +132,7 @@ def summary_tables(table: Any, densities: Sequence[float]) -> list[Table]:
             continue
         pivot = near.pivot_table(index="width", columns="data_fraction", values="test_error", aggfunc="mean")
         dens = near["density"].mean()
-        t = Table(title=f"test error at density ≈ {dens:.3g} (mean over seeds)", show_edge=False)
+        t = Table(title=f"test error, density ≈ {dens:.3g}", caption="mean over seeds", show_edge=False)
         t.add_column("width \\ fraction")
         for col in pivot.columns:
             t.add_column(f"{col:g}", justify="right")
