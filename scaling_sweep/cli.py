@@ -321,7 +321,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from launchers.slurm import cancel
 
     n = cancel(sweep)
-    console.print(f"cancelled {n} SLURM jobs of {sweep.path}")
+    console.print(f"cancelled {n} SLURM array tasks of {sweep.path}")
     return 0
 
 

@@ -1,0 +1,135 @@
+"""What runs inside one SLURM array task: `run_job` for each of its jobs; checkpoint and requeue on SLURM's signals.
+
+submitit's own handler for its timeout/preemption signal (USR2 by default) checkpoints the callable
+and requeues from inside the signal handler, i.e. in the middle of an optimizer step, where the
+trainer cannot save its state. So the task swaps in handlers that only raise a flag; the trainer
+polls it through `stop` after every step, saves a checkpoint and returns "interrupted"; then the
+task hands over to submitit's handler, which pickles this task, runs `scontrol requeue` and exits.
+The requeued task runs the same jobs again: finished ones are skipped (done-markers), the
+interrupted one resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from submitit.helpers import Checkpointable
+from submitit.slurm.slurm import SlurmJobEnvironment
+
+from scaling_sweep.spec import JobSpec
+from scaling_sweep.sweep import HEARTBEAT_S, STALE_S
+
+# After a SIGTERM alone, how long to wait for submitit's signal: some clusters announce a
+# preemption with SIGTERM followed by USR2, and only USR2 asks for a requeue.
+TERM_GRACE_S = 5.0
+# A lease left by a task killed on another node looks live until its heartbeat is stale.
+BUSY_WAIT_S = STALE_S + 2 * HEARTBEAT_S
+FINAL = ("done", "skipped", "failed")
+
+
+class StopSignals:
+    """SLURM's signals as flags: `requested()` is the trainer's `stop`; `requeue()` hands over to submitit."""
+
+    def __init__(self) -> None:
+        self.requeue_asked = False  # submitit's signal: time limit near, or preemption
+        self.terminate_asked = False  # SIGTERM: scancel, preemption, or the time limit itself
+        self.signum = getattr(signal, "SIG" + SlurmJobEnvironment.USR_SIG)
+        self._submitit_handler: Any = None
+
+    def install(self) -> None:
+        self._submitit_handler = signal.getsignal(self.signum)
+        signal.signal(self.signum, self._on_requeue_signal)
+        signal.signal(signal.SIGTERM, self._on_terminate)
+
+    def _on_requeue_signal(self, signum: int, frame: Any) -> None:
+        self.requeue_asked = True
+        print(f"caught {signal.Signals(signum).name}: checkpointing, then requeueing", flush=True)
+
+    def _on_terminate(self, signum: int, frame: Any) -> None:
+        self.terminate_asked = True
+        print("caught SIGTERM: checkpointing, then exiting", flush=True)
+
+    def requested(self) -> bool:
+        return self.requeue_asked or self.terminate_asked
+
+    def wait_for_requeue_signal(self, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while not self.requeue_asked and time.monotonic() < end:
+            time.sleep(0.1)
+        return self.requeue_asked
+
+    def requeue(self) -> None:
+        """submitit's handler: pickle the task (`checkpoint()`), `scontrol requeue`, exit. Returns only outside submitit."""
+        if callable(self._submitit_handler):
+            self._submitit_handler(self.signum, None)
+
+
+class SweepTask(Checkpointable):
+    """One array task: its jobs run one after another in this process; requeued as a whole."""
+
+    def __init__(
+        self,
+        sweep_dir: str,
+        sweep_name: str,
+        specs: Sequence[dict[str, Any]],
+        device: str = "cpu",
+        threads: int | None = None,
+        busy_wait_s: float = BUSY_WAIT_S,
+    ) -> None:
+        self.sweep_dir = sweep_dir
+        self.sweep_name = sweep_name
+        self.specs = [dict(s) for s in specs]  # plain data: pickled at submission and at requeue
+        self.device = device
+        self.threads = threads
+        self.busy_wait_s = busy_wait_s
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [s["job_id"] for s in self.specs]
+
+    def __call__(self) -> dict[str, str]:
+        signals = StopSignals()
+        signals.install()
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        outcomes = self.run_all(signals.requested)
+        unfinished = [j for j in self.job_ids if outcomes.get(j) not in FINAL]
+        if signals.requested() and unfinished:
+            if signals.requeue_asked or signals.wait_for_requeue_signal(TERM_GRACE_S):
+                signals.requeue()
+            # SIGTERM alone: SLURM requeues a preempted job itself; `resume` picks up the rest.
+        return outcomes
+
+    def run_all(self, stop: Callable[[], bool]) -> dict[str, str]:
+        """run_job for each job in turn; jobs another process holds are retried until its lease goes stale."""
+        from scaling_sweep.job import run_job
+
+        outcomes: dict[str, str] = {}
+        todo = [JobSpec.from_dict(s) for s in self.specs]
+        deadline = time.monotonic() + self.busy_wait_s
+        while todo and not stop():
+            busy = []
+            for spec in todo:
+                if stop():
+                    break
+                outcome = run_job(spec, self.sweep_dir, self.device, stop=stop, sweep_name=self.sweep_name)
+                outcomes[spec.job_id] = outcome
+                print(f"job {spec.job_id}: {outcome}", flush=True)
+                if outcome == "busy":
+                    busy.append(spec)
+            todo = busy
+            if not todo or time.monotonic() >= deadline:
+                break
+            _sleep(HEARTBEAT_S, stop)
+        return outcomes
+
+
+def _sleep(seconds: float, stop: Callable[[], bool]) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not stop():
+        time.sleep(0.2)
