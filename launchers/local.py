@@ -233,11 +233,7 @@ class LocalLauncher:
         stopping = False
         try:
             with progress:
-                while any(p.is_alive() for p in workers) or not events.empty():
-                    try:
-                        ev = events.get(timeout=0.2)
-                    except queue.Empty:
-                        continue
+                for ev in _events(workers, events):
                     if ev[0] == "start":
                         running[ev[1]] = ev[2]
                         progress.update(running=len(running))
@@ -245,13 +241,8 @@ class LocalLauncher:
                     _, slot_i, job_id, outcome, detail = ev
                     running.pop(slot_i, None)
                     result.outcomes[outcome] += 1
-                    progress.job_ended(
-                        job_id,
-                        outcome,
-                        detail or sweep.read_state(job_id).get("error", ""),
-                        sweep.job_dir(job_id),
-                        running=len(running),
-                    )
+                    error = detail or sweep.read_state(job_id).get("error", "")
+                    progress.job_ended(job_id, outcome, error, sweep.job_dir(job_id), running=len(running))
                     if outcome == "failed" and fail_fast and not stopping:
                         stopping = True
                         stop_event.set()
@@ -263,7 +254,9 @@ class LocalLauncher:
             stop_event.set()
             progress.note("Ctrl-C: running jobs are checkpointing (Ctrl-C again to kill them)…")
             try:
-                self._drain(workers, events, result)
+                for ev in _events(workers, events):
+                    if ev[0] == "end":
+                        result.outcomes[ev[3]] += 1
             except KeyboardInterrupt:
                 for p in workers:
                     p.terminate()
@@ -272,12 +265,11 @@ class LocalLauncher:
         result.interrupted_by_user = result.interrupted_by_user or stopping
         return result
 
-    @staticmethod
-    def _drain(workers: list, events: Any, result: LaunchResult) -> None:
-        while any(p.is_alive() for p in workers) or not events.empty():
-            try:
-                ev = events.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if ev[0] == "end":
-                result.outcomes[ev[3]] += 1
+
+def _events(workers: Sequence[Any], events: Any) -> Iterator[tuple]:
+    """Worker events until every worker has exited and the queue is empty."""
+    while any(p.is_alive() for p in workers) or not events.empty():
+        try:
+            yield events.get(timeout=0.2)
+        except queue.Empty:
+            continue

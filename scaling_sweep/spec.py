@@ -89,15 +89,7 @@ class JobSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, execution settings included, as JSON-ready data (`spec.json`)."""
-        return {
-            "model": dict(self.model),
-            "data": dict(self.data),
-            "train": dict(self.train),
-            "prune": dict(self.prune),
-            "seed": int(self.seed),
-            "axes": dict(self.axes),
-            "job_id": self.job_id,
-        }
+        return {**self.trainer_config(), "axes": dict(self.axes), "job_id": self.job_id}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JobSpec:
