@@ -42,6 +42,8 @@ def check_train(t: TrainOptions) -> None:
 
 
 def check_prune(p: PruneOptions) -> None:
+    if p.method == "oneshot" and p.density is None:
+        raise OptionError("prune.method=oneshot needs prune.density (the density to prune to once)")
     r = p.rewind
     if r in ("init", "lr"):
         return

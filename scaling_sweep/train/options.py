@@ -47,7 +47,7 @@ class TrainOptions:
     batch_size: int = 128
     eval_batch_size: int = 1000
     amp: bool = True  # bf16 autocast (CUDA only)
-    channels_last: bool = True  # (CUDA only, conv nets)
+    channels_last: bool = True  # 2-D conv nets; on CPU only where it pays (channels in multiples of 8)
     compile: bool = False  # torch.compile
     checkpoint_every: int = 1  # epochs between mid-level checkpoints (execution setting)
     log_every: int = 0  # steps between log lines, 0 = per epoch (execution setting)

@@ -1,0 +1,45 @@
+"""Dataset registry: data.name -> loader returning the training subset and test set, ready for the loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+import torch
+
+from scaling_sweep.train.data import cifar, digits, imagenet, mnist1d
+from scaling_sweep.train.options import DataOptions, OptionError
+
+
+class TrainData(Protocol):
+    """What the training loop needs of a dataset (`memory.InMemoryData`, `imagenet.StreamedData`)."""
+
+    n_train: int
+    num_classes: int
+    input_shape: tuple[int, ...]
+    channels_last: bool
+
+    def steps_per_epoch(self, batch_size: int) -> int: ...
+
+    def train_batches(self, epoch_seed: int, batch_size: int,
+                      skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+DATASETS: dict[str, Callable[[DataOptions, torch.device], TrainData]] = {
+    "mnist1d": mnist1d.load,
+    "digits": digits.load,
+    "cifar10": cifar.load_cifar10,
+    "cifar100": cifar.load_cifar100,
+    "imagenet": imagenet.load,
+}
+
+
+def load_dataset(opts: DataOptions, device: torch.device | str) -> TrainData:
+    """The training subset `opts` describes and the whole test set, on `device`."""
+    try:
+        loader = DATASETS[opts.name]
+    except KeyError:
+        raise OptionError(f"data.name={opts.name!r} is unknown; known datasets: {', '.join(DATASETS)}") from None
+    return loader(opts, torch.device(device))

@@ -1,0 +1,40 @@
+"""Nested training subsets: a fixed permutation per (dataset, data_seed); fraction f keeps its first ceil(f*N)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from scaling_sweep.train.seeds import derive_seed
+
+
+def subset_size(n: int, fraction: float) -> int:
+    """ceil(fraction * n), immune to float noise (0.1 * 4000 is 400, not 401), at least 1."""
+    return min(n, max(1, math.ceil(round(float(fraction) * n, 6))))
+
+
+def permutation(n: int, *, dataset: str, data_seed: int) -> torch.Tensor:
+    """The dataset's fixed order for this data_seed (independent of the training seed)."""
+    g = torch.Generator().manual_seed(derive_seed("subset", dataset, int(data_seed)))
+    return torch.randperm(n, generator=g)
+
+
+def subset_indices(labels: torch.Tensor, fraction: float, *, dataset: str, data_seed: int,
+                   balanced: bool = False) -> torch.Tensor:
+    """Indices of the training subset, in permutation order; smaller fractions are prefixes of larger ones.
+
+    `balanced` takes ceil(fraction * N_c) of each class c (each class's own prefix of the same
+    permutation), so the balanced subsets nest as well.
+    """
+    labels = labels.cpu()
+    n = labels.numel()
+    perm = permutation(n, dataset=dataset, data_seed=data_seed)
+    if not balanced:
+        return perm[: subset_size(n, fraction)]
+    ordered = labels[perm]
+    keep = torch.zeros(n, dtype=torch.bool)
+    for c in torch.unique(labels).tolist():
+        where = (ordered == c).nonzero().flatten()
+        keep[where[: subset_size(where.numel(), fraction)]] = True
+    return perm[keep]

@@ -1,0 +1,78 @@
+"""The inner loop: train one level's steps from any position, and evaluate error and loss on a split."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager as ContextManager
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from scaling_sweep.train.data import TrainData
+from scaling_sweep.train.options import TrainOptions
+from scaling_sweep.train.pruning import Masks
+from scaling_sweep.train.schedule import Budget, Optimizer, lr_at, set_lr
+from scaling_sweep.train.seeds import derive_seed
+
+
+def autocast(device: torch.device, amp: bool) -> Callable[[], ContextManager]:
+    """bf16 autocast on CUDA when `amp`; a no-op elsewhere (CPU bf16 is slower and changes numbers)."""
+    if amp and device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def epoch_seed(seed: int, level: int, epoch: int) -> int:
+    """Seed of one epoch's data order and augmentation: a pure function, so a resume can rebuild it."""
+    return derive_seed(seed, "data", level, epoch)
+
+
+def train_steps(model: nn.Module, optimizer: Optimizer, data: TrainData, masks: Masks,
+                opts: TrainOptions, budget: Budget, *, seed: int, level: int, start: int,
+                after_step: Callable[[int, torch.Tensor], None],
+                amp: Callable[[], ContextManager] = contextlib.nullcontext) -> None:
+    """Train from step `start` of this level's schedule to the end of its budget.
+
+    `after_step(step, loss)` runs after every optimizer step (checkpoints, logging, the stop poll);
+    it may raise to end training early.
+    """
+    model.train()
+    step = start
+    while step < budget.total_steps:
+        epoch, skip = divmod(step, budget.steps_per_epoch)
+        for x, y in data.train_batches(epoch_seed(seed, level, epoch), opts.batch_size, skip):
+            set_lr(optimizer, lr_at(step, opts, budget))
+            with amp():
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            masks.apply()
+            step += 1
+            after_step(step, loss.detach())
+            if step >= budget.total_steps:
+                break
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+             amp: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[float, float]:
+    """(error, mean cross-entropy) over all batches, in eval mode; sums stay on the device until the end."""
+    was_training = model.training
+    model.eval()
+    wrong = total_loss = None
+    n = 0
+    for x, y in batches:
+        with amp():
+            logits = model(x).float()
+        batch_loss = F.cross_entropy(logits, y, reduction="sum").double()
+        batch_wrong = (logits.argmax(1) != y).sum()
+        wrong = batch_wrong if wrong is None else wrong + batch_wrong
+        total_loss = batch_loss if total_loss is None else total_loss + batch_loss
+        n += y.numel()
+    model.train(was_training)
+    if n == 0:
+        return float("nan"), float("nan")
+    return float(wrong) / n, float(total_loss) / n
