@@ -86,7 +86,7 @@ def test_status_shows_slurm_states_from_one_squeue_call_and_cancel_stops_the_swe
     assert "nothing to submit" in cli("resume", str(sweep)).stdout
 
     p = cli("cancel", str(sweep))
-    n = int(re.search(r"cancelled (\d+) SLURM jobs", p.stdout).group(1))
+    n = int(re.search(r"cancelled (\d+) SLURM array tasks", p.stdout).group(1))
     assert n >= 2  # the first task may have finished already
     wait_for(lambda: not live(record["array_id"]), 60, "the array to leave the queue", sweep)
     counts = status(sweep)["counts"]
