@@ -19,6 +19,7 @@ from filelock import FileLock
 from scaling_sweep.atomic import read_json, write_json, write_text
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.spec import JobSpec
+from scaling_sweep.train.options import levels_for_density
 
 HEARTBEAT_S = 10.0  # how often a running job refreshes its lease
 STALE_S = 60.0  # a lease not refreshed for this long belongs to a dead process (any host)
@@ -316,5 +317,10 @@ def unreadable_checkpoints(ckpt_dir: Path) -> list[str]:
 
 
 def spec_levels(spec: JobSpec) -> int:
-    """Rows a finished job has: levels 0..L for IMP, dense + pruned for one-shot."""
-    return int(spec.prune.get("levels") or 0) + 1 if spec.prune.get("method") == "imp" else 2
+    """Rows a finished job has: levels 0..L for IMP (as the trainer counts them), dense + pruned for one-shot."""
+    if spec.prune.get("method") != "imp":
+        return 2
+    levels = int(spec.prune.get("levels") or 0)
+    if spec.prune.get("density") is not None:
+        levels = max(levels, levels_for_density(float(spec.prune["density"]), float(spec.prune["rate"])))
+    return levels + 1

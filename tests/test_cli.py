@@ -70,7 +70,7 @@ def test_resume_refuses_overrides_that_change_training(capsys, tmp_path):
     cfg = config.compose(["sweep=smoke", f"out_dir={tmp_path}"])
     SweepDir(tmp_path / "smoke").create(config.to_yaml(cfg))
     code, out = run_cli(capsys, "resume", str(tmp_path / "smoke"), "train.lr=0.5")
-    assert code == 2 and "train.lr: 0.1 -> 0.5" in out and len(out.strip().splitlines()) == 1
+    assert code == 2 and "train.lr: 0.2 -> 0.5" in out and len(out.strip().splitlines()) == 1
     code, out = run_cli(capsys, "resume", str(tmp_path / "smoke"), "grid.seed=[0,1]")
     assert code == 2 and "grid.seed" in out
     # Execution settings may change on resume: this one is accepted (and finds nothing to run

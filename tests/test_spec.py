@@ -58,3 +58,67 @@ def test_spec_json_round_trip_checks_the_id():
         assert s.job_id in str(e)
     else:
         raise AssertionError("a tampered spec.json must not load")
+
+
+# Ids of finished results in the wild. If one of these changes, every finished job of that kind
+# would be orphaned: an option added to the trainer must default to the old behaviour and be
+# listed in spec.ADDED_OPTIONS. Change a pin only when the training itself changed on purpose.
+PINNED_SPEC = {
+    "model": {"name": "mlp", "width": 1.0, "depth": 2},
+    "data": {
+        "name": "mnist1d",
+        "fraction": 0.5,
+        "data_seed": 0,
+        "balanced": False,
+        "augment": False,
+        "root": None,
+        "cache_dir": None,
+        "num_workers": 4,
+    },
+    "train": {
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 0.0005,
+        "schedule": "cosine",
+        "milestones": [],
+        "gamma": 0.1,
+        "warmup": 0,
+        "epochs": 10,
+        "steps": None,
+        "batch_size": 128,
+        "eval_batch_size": 1000,
+        "amp": True,
+        "channels_last": True,
+        "compile": False,
+        "checkpoint_every": 1,
+        "log_every": 0,
+    },
+    "prune": {
+        "method": "imp",
+        "levels": 6,
+        "density": None,
+        "rate": 0.2,
+        "rewind": "init",
+        "include_output_layer": False,
+    },
+    "seed": 0,
+}
+
+
+def test_pinned_id_of_a_literal_spec():
+    assert JobSpec.from_dict(PINNED_SPEC).job_id == "057086b9563644be"
+
+
+def test_pinned_ids_of_the_shipped_sweeps():
+    from scaling_sweep.grid import expand
+
+    first = {
+        "mnist1d_imp": ((), "9c5dfdee1c753467"),
+        "smoke": (("sweep=smoke",), "37160aefa5218dba"),
+        "cifar10_resnet": (("sweep=cifar10_resnet", "data.root=/"), "b0b5e2ec471b8a8e"),
+        "oneshot": (("prune=oneshot", "+grid.prune.density=[0.5]"), "1382400cbf658ae0"),
+    }
+    got = {name: expand(composed(*overrides)).specs[0].job_id for name, (overrides, _) in first.items()}
+    assert got == {name: pin for name, (_, pin) in first.items()}

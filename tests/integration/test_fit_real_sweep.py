@@ -10,6 +10,7 @@ from tests.conftest import CLI, ROOT, cli_env
 
 SWEEP = [
     "sweep=mnist1d_imp",
+    "model=mlp",
     "grid.model.width=[0.5,1]",
     "grid.data.fraction=[0.5,1]",
     "grid.seed=[0,1]",

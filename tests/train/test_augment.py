@@ -13,7 +13,7 @@ def test_batched_crop_flip_matches_per_image_reference():
     out = crop_flip(x, dy, dx, flip)
     padded = F.pad(x, (PAD, PAD, PAD, PAD))
     for i in range(16):
-        ref = padded[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
+        ref = padded[i, :, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32]
         if flip[i]:
             ref = ref.flip(-1)
         assert torch.equal(out[i], ref)

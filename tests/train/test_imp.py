@@ -78,9 +78,18 @@ def test_killed_job_resumes_to_identical_numbers_on_cpu(job, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def start(ckpt: str, out: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, str(REPO / "tests/train/run_job.py"), str(tmp_path / "config.json"),
-                                 str(tmp_path / ckpt), str(tmp_path / out)],
-                                stdout=subprocess.PIPE, text=True, env=env)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "tests/train/run_job.py"),
+                str(tmp_path / "config.json"),
+                str(tmp_path / ckpt),
+                str(tmp_path / out),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
 
     reference = start("reference", "reference.json")
     victim = start("victim", "never.json")
@@ -185,18 +194,24 @@ def test_checkpoint_of_another_job_is_refused(job, tmp_path):
 
 
 def test_cifar_resnet_trains_with_augmentation_from_a_real_format_folder(job, cifar_root, tmp_path):
-    config = job(model={"name": "cifar_resnet", "depth": 8, "width": 0.25},
-                 data={"name": "cifar10", "root": str(cifar_root), "fraction": 1.0, "augment": True},
-                 train={"steps": 3, "epochs": None, "batch_size": 32}, prune={"levels": 1})
+    config = job(
+        model={"name": "cifar_resnet", "depth": 8, "width": 0.25},
+        data={"name": "cifar10", "root": str(cifar_root), "fraction": 1.0, "augment": True},
+        train={"steps": 3, "epochs": None, "batch_size": 32},
+        prune={"levels": 1},
+    )
     levels = _run(config, tmp_path)
     assert [r["n_train"] for r in levels] == [200, 200]
     assert levels[1]["density"] == pytest.approx(0.8, abs=1e-3)
 
 
 def test_mnist1d_cnn_learns_well_dense_and_loses_accuracy_at_low_density(job, tmp_path):
-    config = job(model={"name": "cnn1d", "width": 1.0, "depth": 3}, data={"fraction": 1.0},
-                 train={"epochs": 8, "lr": 0.2, "schedule": "cosine", "checkpoint_every": 0},
-                 prune={"levels": 2, "rate": 0.9})
+    config = job(
+        model={"name": "cnn1d", "width": 1.0, "depth": 3},
+        data={"fraction": 1.0},
+        train={"epochs": 8, "lr": 0.2, "schedule": "cosine", "checkpoint_every": 0},
+        prune={"levels": 2, "rate": 0.9},
+    )
     levels = _run(config, tmp_path)
     errors = [r["test_error"] for r in levels]
     assert [round(r["density"], 3) for r in levels] == [1.0, 0.1, 0.01]
@@ -205,9 +220,12 @@ def test_mnist1d_cnn_learns_well_dense_and_loses_accuracy_at_low_density(job, tm
 
 
 def test_augmented_channels_last_image_job_resumes_bitwise(job, cifar_root, tmp_path):
-    config = job(model={"name": "cifar_resnet", "depth": 8, "width": 0.5},  # 8/16/32 channels: channels-last
-                 data={"name": "cifar10", "root": str(cifar_root), "fraction": 1.0, "augment": True},
-                 train={"epochs": 2, "batch_size": 64, "checkpoint_every": 1}, prune={"levels": 1})
+    config = job(
+        model={"name": "cifar_resnet", "depth": 8, "width": 0.5},  # 8/16/32 channels: channels-last
+        data={"name": "cifar10", "root": str(cifar_root), "fraction": 1.0, "augment": True},
+        train={"epochs": 2, "batch_size": 64, "checkpoint_every": 1},
+        prune={"levels": 1},
+    )
     reference = _run(config, tmp_path / "reference")
     with pytest.raises(Interrupted):
         _run(config, tmp_path / "stopped", stop=_stop_after(4 + 2))  # 4 steps a level: mid-epoch in level 1

@@ -26,14 +26,18 @@ def _train_both(make_ours, make_reference, steps: int = 8):
 def test_sgd_matches_torch_optim_bitwise(momentum, nesterov, wd):
     ours, ref = _train_both(
         lambda p: SGD(p, lr=0.1, momentum=momentum, nesterov=nesterov, weight_decay=wd),
-        lambda p: torch.optim.SGD(p, lr=0.1, momentum=momentum, nesterov=nesterov, weight_decay=wd,
-                                  foreach=True))
+        lambda p: torch.optim.SGD(
+            p, lr=0.1, momentum=momentum, nesterov=nesterov, weight_decay=wd, foreach=True
+        ),
+    )
     assert all(torch.equal(a, b) for a, b in zip(ours, ref))
 
 
 def test_adamw_matches_torch_optim_bitwise():
-    ours, ref = _train_both(lambda p: AdamW(p, lr=0.01, weight_decay=0.05),
-                            lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.05, foreach=True))
+    ours, ref = _train_both(
+        lambda p: AdamW(p, lr=0.01, weight_decay=0.05),
+        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.05, foreach=True),
+    )
     assert all(torch.equal(a, b) for a, b in zip(ours, ref))
 
 

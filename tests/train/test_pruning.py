@@ -54,7 +54,8 @@ def test_output_layer_is_pruned_only_when_included():
     assert hasattr(model.head, MASK)
     counts = param_counts(model, Masks.of(model))
     assert counts["params_prunable"] == sum(
-        m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Linear)))
+        m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Linear))
+    )
 
 
 def test_density_after_levels_follows_the_ceil_rule():

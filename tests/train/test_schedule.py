@@ -17,7 +17,8 @@ def test_multistep_milestones_are_in_budget_units():
     opts = TrainOptions(lr=1.0, schedule="multistep", milestones=[2, 4], gamma=0.1, epochs=6)
     budget = Budget.of(opts, steps_per_epoch=10)
     assert [lr_at(s, opts, budget) for s in (0, 19, 20, 39, 40, 59)] == pytest.approx(
-        [1, 1, 0.1, 0.1, 0.01, 0.01])
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
     by_steps = TrainOptions(lr=1.0, schedule="multistep", milestones=[2, 4], gamma=0.1, steps=6)
     budget = Budget.of(by_steps, steps_per_epoch=10)
     assert [lr_at(s, by_steps, budget) for s in range(6)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])

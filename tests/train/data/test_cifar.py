@@ -15,8 +15,14 @@ def test_reader_returns_the_pixels_and_labels_written_in_the_real_layout(tmp_pat
     y = rng.integers(0, 10, 60)
     folder = write_folder(tmp_path, "cifar10", x[:50], y[:50], x[50:], y[50:])
     assert sorted(p.name for p in folder.iterdir()) == [
-        "batches.meta", "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-        "test_batch"]
+        "batches.meta",
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ]
     train_x, train_y, test_x, test_y = read("cifar10", tmp_path)
     assert train_x.dtype == torch.uint8 and train_x.shape == (50, 3, 32, 32)
     assert np.array_equal(train_x.numpy(), x[:50]) and np.array_equal(train_y.numpy(), y[:50])

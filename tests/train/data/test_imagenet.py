@@ -44,8 +44,12 @@ def test_missing_imagenet_split_names_the_expected_folder(tmp_path):
 
 
 def test_imp_job_runs_on_a_streamed_imagefolder(imagenet_root, tmp_path):
-    config = {"model": {"name": "cifar_resnet", "depth": 8, "width": 0.0625},
-              "data": {"name": "imagenet", "root": str(imagenet_root), "num_workers": 0},
-              "train": {"steps": 2, "batch_size": 4, "eval_batch_size": 8}, "prune": {"levels": 1}, "seed": 0}
+    config = {
+        "model": {"name": "cifar_resnet", "depth": 8, "width": 0.0625},
+        "data": {"name": "imagenet", "root": str(imagenet_root), "num_workers": 0},
+        "train": {"steps": 2, "batch_size": 4, "eval_batch_size": 8},
+        "prune": {"levels": 1},
+        "seed": 0,
+    }
     levels = run_imp(config, "cpu", tmp_path / "ckpt", emit=lambda rows: None)
     assert [r["n_train"] for r in levels] == [12, 12] and levels[1]["density"] < 1

@@ -40,11 +40,15 @@ def test_damaged_cache_file_is_regenerated(mnist1d_cache, tmp_path):
 
 
 def test_two_processes_generating_at_once_leave_a_valid_cache(tmp_path):
-    code = ("import sys; from scaling_sweep.train.data import mnist1d; "
-            "from scaling_sweep.train.options import DataOptions; "
-            "a = mnist1d.arrays(DataOptions(cache_dir=sys.argv[1])); print(float(a['x'].sum()))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    code = (
+        "import sys; from scaling_sweep.train.data import mnist1d; "
+        "from scaling_sweep.train.options import DataOptions; "
+        "a = mnist1d.arrays(DataOptions(cache_dir=sys.argv[1])); print(float(a['x'].sum()))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     sums = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sums[0] == sums[1]

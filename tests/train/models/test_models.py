@@ -58,8 +58,10 @@ def test_channels_last_is_used_on_cpu_only_for_channel_counts_in_multiples_of_8(
     from scaling_sweep.train.imp import channels_last_pays
 
     cpu = torch.device("cpu")
-    resnet = {w: build_model(ModelOptions(name="cifar_resnet", width=w, depth=8), (3, 32, 32), 10)
-              for w in (0.25, 0.5, 0.75, 1.0)}
+    resnet = {
+        w: build_model(ModelOptions(name="cifar_resnet", width=w, depth=8), (3, 32, 32), 10)
+        for w in (0.25, 0.5, 0.75, 1.0)
+    }
     # Width 0.25 has a 4 -> 8 strided 1x1 shortcut, whose channels-last backward crashes on CPU.
     assert [channels_last_pays(resnet[w], cpu) for w in (0.25, 0.5, 0.75, 1.0)] == [False, True, False, True]
     assert channels_last_pays(resnet[0.25], torch.device("cuda"))
