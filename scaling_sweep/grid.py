@@ -209,23 +209,31 @@ def expand(cfg: Mapping[str, Any]) -> Plan:
     n_points = 0
     # IMP reaches every density of a trajectory in one job: points that differ only in
     # prune.density / prune.levels fold into one job that runs to the deepest level asked for.
+    # A point's trajectory is named by its choices in the units that hold no folded axis.
+    kept_units = [i for i, u in enumerate(units) if not set(u[0]) <= set(FOLDED_AXES)]
+    prune_varies = any(p.startswith("prune.") for p in axes)
+    base_levels = _levels(base["prune"]) if base["prune"]["method"] == "imp" else 0
     trajectories: dict[tuple, tuple[dict[str, Any], int]] = {}
-    for combo in itertools.product(*units):
+    for choice in itertools.product(*(range(len(u)) for u in units)):
         point: dict[str, Any] = {}
-        for part in combo:
-            point.update(part)
+        for unit, i in zip(units, choice):
+            point.update(unit[i])
         if drops and _dropped(drops, _namespace(point, base, default_seed)):
             continue
         n_points += 1
-        changes, seed = _split(point, default_seed)
-        prune = {**base["prune"], **changes.get("prune", {})}
+        prune = (
+            {**base["prune"], **_split(point, default_seed)[0].get("prune", {})}
+            if prune_varies
+            else base["prune"]
+        )
         if prune["method"] == "imp":
-            key = tuple((p, _hashable(v)) for p, v in point.items() if p not in FOLDED_AXES)
-            levels = _levels(prune)
+            key = tuple(choice[i] for i in kept_units)
+            levels = _levels(prune) if prune_varies else base_levels
             if key in trajectories:
                 levels = max(levels, trajectories[key][1])
             trajectories[key] = (point, levels)
         else:
+            changes, seed = _split(point, default_seed)
             spec = builder.build(changes, seed, point)
             by_id.setdefault(spec.job_id, spec)
 
