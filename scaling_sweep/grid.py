@@ -12,7 +12,7 @@ from typing import Any
 
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.spec import SECTIONS, JobSpec, join_canonical, section_json
-from scaling_sweep.train.options import SECTION_TYPES, OptionError, levels_for_density, validate
+from scaling_sweep.train.options import SECTION_TYPES, OptionError, imp_levels, validate
 
 RESERVED = ("zip", "drop")
 # Axes that IMP reaches along one trajectory rather than as separate trainings.
@@ -256,13 +256,10 @@ def _hashable(v: Any) -> Any:
 
 
 def _levels(prune: Mapping[str, Any]) -> int:
-    levels = int(prune.get("levels") or 0)
     density = prune.get("density")
-    if density is not None:
-        if not (0.0 < float(density) <= 1.0):
-            raise ConfigError(f"prune.density={density}: must be in (0, 1]")
-        levels = max(levels, levels_for_density(float(density), float(prune["rate"])))
-    return levels
+    if density is not None and not (0.0 < float(density) <= 1.0):
+        raise ConfigError(f"prune.density={density}: must be in (0, 1]")
+    return imp_levels(int(prune.get("levels") or 0), density, prune["rate"])
 
 
 def _validate_sections(

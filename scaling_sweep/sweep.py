@@ -19,7 +19,7 @@ from filelock import FileLock
 from scaling_sweep.atomic import read_json, write_json, write_text
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.spec import JobSpec
-from scaling_sweep.train.options import levels_for_density
+from scaling_sweep.train.options import imp_levels
 
 HEARTBEAT_S = 10.0  # how often a running job refreshes its lease
 STALE_S = 60.0  # a lease not refreshed for this long belongs to a dead process (any host)
@@ -320,7 +320,4 @@ def spec_levels(spec: JobSpec) -> int:
     """Rows a finished job has: levels 0..L for IMP (as the trainer counts them), dense + pruned for one-shot."""
     if spec.prune.get("method") != "imp":
         return 2
-    levels = int(spec.prune.get("levels") or 0)
-    if spec.prune.get("density") is not None:
-        levels = max(levels, levels_for_density(float(spec.prune["density"]), float(spec.prune["rate"])))
-    return levels + 1
+    return imp_levels(int(spec.prune.get("levels") or 0), spec.prune.get("density"), spec.prune["rate"]) + 1

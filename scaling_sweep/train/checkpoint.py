@@ -45,7 +45,9 @@ def load(ckpt_dir: Path, log: Callable[[str], None] = lambda s: None) -> dict[st
         try:
             state = _read(path)
         except Exception as err:  # truncated, corrupt, foreign: any reason means "not usable"
-            log(f"checkpoint {path} is unreadable ({type(err).__name__}: {str(err)[:200]}); trying an older one")
+            log(
+                f"checkpoint {path} is unreadable ({type(err).__name__}: {str(err)[:200]}); trying an older one"
+            )
             if name == LATEST:
                 # Out of the way, so the next save cannot rotate it over the good previous one.
                 os.replace(path, path.with_name(LATEST + ".unreadable"))

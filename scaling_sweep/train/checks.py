@@ -17,7 +17,8 @@ def check_model(m: ModelOptions) -> None:
         raise OptionError(f"model.name={m.name!r} is unknown; known models: {', '.join(MODEL_NAMES)}")
     if m.name == "cifar_resnet" and (m.depth < 8 or (m.depth - 2) % 6):
         raise OptionError(
-            f"model.depth={m.depth}: cifar_resnet needs depth = 6n+2 (8, 14, 20, 26, 32, 50, ...)")
+            f"model.depth={m.depth}: cifar_resnet needs depth = 6n+2 (8, 14, 20, 26, 32, 50, ...)"
+        )
     if m.name == "cifar_vgg" and m.depth not in (11, 13, 16, 19):
         raise OptionError(f"model.depth={m.depth}: cifar_vgg depth must be one of 11, 13, 16, 19")
     if m.name in ("mlp", "cnn1d") and m.depth < 1:
@@ -29,9 +30,13 @@ def check_data(d: DataOptions) -> None:
         raise OptionError(f"data.name={d.name!r} is unknown; known datasets: {', '.join(DATASET_NAMES)}")
     if d.name in DATASETS_WITH_ROOT:
         if not d.root:
-            raise OptionError(f"data.root is not set: {d.name} is read from a local directory; pass data.root=/path/to/{d.name}")
+            raise OptionError(
+                f"data.root is not set: {d.name} is read from a local directory; pass data.root=/path/to/{d.name}"
+            )
         if not os.path.isdir(os.path.expanduser(d.root)):
-            raise OptionError(f"data.root={d.root}: no such directory; point data.root at your local {d.name} copy")
+            raise OptionError(
+                f"data.root={d.root}: no such directory; point data.root at your local {d.name} copy"
+            )
 
 
 def check_train(t: TrainOptions) -> None:

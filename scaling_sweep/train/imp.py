@@ -21,9 +21,23 @@ from scaling_sweep.train.pruning import MASK, Masks, attach_masks, param_counts
 from scaling_sweep.train.schedule import Budget, Optimizer, make_optimizer
 from scaling_sweep.train.seeds import derive_seed
 
-METRIC_KEYS = ("level", "density", "n_train", "params_total", "params_prunable", "params_nonzero",
-               "test_error", "test_loss", "train_error", "train_loss", "epochs", "steps",
-               "budget_unit", "wall_s", "device")
+METRIC_KEYS = (
+    "level",
+    "density",
+    "n_train",
+    "params_total",
+    "params_prunable",
+    "params_nonzero",
+    "test_error",
+    "test_loss",
+    "train_error",
+    "train_loss",
+    "epochs",
+    "steps",
+    "budget_unit",
+    "wall_s",
+    "device",
+)
 
 
 class Interrupted(Exception):
@@ -53,9 +67,7 @@ def last_level(prune: PruneOptions) -> int:
         if prune.density is None:
             raise OptionError("prune.method=oneshot needs prune.density (the density to prune to once)")
         return 1
-    if prune.density is not None:
-        return max(prune.levels, options.levels_for_density(prune.density, prune.rate))
-    return prune.levels
+    return options.imp_levels(prune.levels, prune.density, prune.rate)
 
 
 def rewind_step(prune: PruneOptions, budget: Budget) -> int | None:
@@ -65,8 +77,10 @@ def rewind_step(prune: PruneOptions, budget: Budget) -> int | None:
         return None
     step = int(k) * (budget.steps_per_epoch if kind == "epoch" else 1)
     if step >= budget.total_steps:
-        raise OptionError(f"prune.rewind={prune.rewind}: step {step} is not inside the level's budget "
-                          f"of {budget.total_steps} steps")
+        raise OptionError(
+            f"prune.rewind={prune.rewind}: step {step} is not inside the level's budget "
+            f"of {budget.total_steps} steps"
+        )
     return step
 
 
@@ -122,8 +136,9 @@ def channels_last_pays(model: nn.Module, device: torch.device) -> bool:
     return all(c.out_channels % 8 == 0 and (c.in_channels % 8 == 0 or c.in_channels <= 3) for c in convs)
 
 
-def start_level(model: nn.Module, masks: Masks, job: Progress, prune: PruneOptions,
-                k_rewind: int | None) -> None:
+def start_level(
+    model: nn.Module, masks: Masks, job: Progress, prune: PruneOptions, k_rewind: int | None
+) -> None:
     """Between levels: prune the trained weights, then rewind the survivors.
 
     init: to the initial weights; step:K / epoch:K: to the dense run's weights at K; lr: keep the
@@ -140,10 +155,14 @@ def start_level(model: nn.Module, masks: Masks, job: Progress, prune: PruneOptio
     masks.apply()
 
 
-def run_imp(config: dict, device: str, ckpt_dir: Path,
-            emit: Callable[[list[dict]], None],
-            stop: Callable[[], bool] = lambda: False,
-            log: Callable[[str], None] = lambda s: None) -> list[dict]:
+def run_imp(
+    config: dict,
+    device: str,
+    ckpt_dir: Path,
+    emit: Callable[[list[dict]], None],
+    stop: Callable[[], bool] = lambda: False,
+    log: Callable[[str], None] = lambda s: None,
+) -> list[dict]:
     """Train one IMP trajectory (or one-shot job), resuming from `ckpt_dir`; returns every level's metrics."""
     opts = parse_config(config)
     dev = torch.device(device)
@@ -166,10 +185,13 @@ def run_imp(config: dict, device: str, ckpt_dir: Path,
     else:
         for key in identity:
             if saved["identity"][key] != identity[key]:
-                raise ValueError(f"{ckpt_dir} holds a checkpoint of another job ({key}: "
-                                 f"{saved['identity'][key]} != {identity[key]})")
-        job = Progress(saved["levels"], saved["level"], saved["step"], saved["wall_s"],
-                       saved["init"], saved["rewind"])
+                raise ValueError(
+                    f"{ckpt_dir} holds a checkpoint of another job ({key}: "
+                    f"{saved['identity'][key]} != {identity[key]})"
+                )
+        job = Progress(
+            saved["levels"], saved["level"], saved["step"], saved["wall_s"], saved["init"], saved["rewind"]
+        )
         model.load_state_dict(saved["model"])
         torch.set_rng_state(saved["rng"])
         if dev.type == "cuda" and saved.get("rng_cuda") is not None:
@@ -180,13 +202,22 @@ def run_imp(config: dict, device: str, ckpt_dir: Path,
     optimizer_state = saved["optimizer"] if saved is not None else None
 
     def save(level_clock: float, optimizer: Optimizer | None) -> None:
-        checkpoint.save(ckpt_dir, {
-            "identity": identity, "levels": job.levels, "level": job.level, "step": job.step,
-            "wall_s": job.wall_s + (time.perf_counter() - level_clock),
-            "init": job.init, "rewind": job.rewind, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "rng": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None})
+        checkpoint.save(
+            ckpt_dir,
+            {
+                "identity": identity,
+                "levels": job.levels,
+                "level": job.level,
+                "step": job.step,
+                "wall_s": job.wall_s + (time.perf_counter() - level_clock),
+                "init": job.init,
+                "rewind": job.rewind,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "rng": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+            },
+        )
 
     def after_step(level: int, clock: float, optimizer: Optimizer, step: int, loss: torch.Tensor) -> None:
         job.step = step
@@ -196,8 +227,12 @@ def run_imp(config: dict, device: str, ckpt_dir: Path,
         every = train_opts.log_every
         if (every and step % every == 0) or (not every and within == 0):
             log(f"level {level} epoch {epoch} step {step}: loss {loss.item():.4f}")
-        if (within == 0 and train_opts.checkpoint_every > 0 and epoch % train_opts.checkpoint_every == 0
-                and step < budget.total_steps):
+        if (
+            within == 0
+            and train_opts.checkpoint_every > 0
+            and epoch % train_opts.checkpoint_every == 0
+            and step < budget.total_steps
+        ):
             save(clock, optimizer)
         if stop():
             save(clock, optimizer)
@@ -218,27 +253,51 @@ def run_imp(config: dict, device: str, ckpt_dir: Path,
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
             optimizer_state = None
-        log(f"level {level}/{final_level}: density {masks.density():.4f}, "
-            f"steps {job.step}..{budget.total_steps} ({budget.steps_per_epoch} per epoch)")
+        log(
+            f"level {level}/{final_level}: density {masks.density():.4f}, "
+            f"steps {job.step}..{budget.total_steps} ({budget.steps_per_epoch} per epoch)"
+        )
 
-        train_steps(forward, optimizer, data, masks, train_opts, budget, seed=opts.seed, level=level,
-                    start=job.step, after_step=partial(after_step, level, clock, optimizer), amp=amp)
+        train_steps(
+            forward,
+            optimizer,
+            data,
+            masks,
+            train_opts,
+            budget,
+            seed=opts.seed,
+            level=level,
+            start=job.step,
+            after_step=partial(after_step, level, clock, optimizer),
+            amp=amp,
+        )
 
         # -- evaluate, check the masks, record the level ----------------------------------------
         masks.check()
         test_error, test_loss = evaluate(forward, data.eval_batches("test", train_opts.eval_batch_size), amp)
-        train_error, train_loss = evaluate(forward, data.eval_batches("train", train_opts.eval_batch_size), amp)
+        train_error, train_loss = evaluate(
+            forward, data.eval_batches("train", train_opts.eval_batch_size), amp
+        )
         steps = budget.total_steps - start
         metrics = {
-            "level": level, "density": masks.density(), "n_train": data.n_train,
+            "level": level,
+            "density": masks.density(),
+            "n_train": data.n_train,
             **param_counts(model, masks),
-            "test_error": test_error, "test_loss": test_loss,
-            "train_error": train_error, "train_loss": train_loss,
-            "epochs": steps / budget.steps_per_epoch, "steps": steps, "budget_unit": budget.unit,
-            "wall_s": job.wall_s + (time.perf_counter() - clock), "device": str(dev),
+            "test_error": test_error,
+            "test_loss": test_loss,
+            "train_error": train_error,
+            "train_loss": train_loss,
+            "epochs": steps / budget.steps_per_epoch,
+            "steps": steps,
+            "budget_unit": budget.unit,
+            "wall_s": job.wall_s + (time.perf_counter() - clock),
+            "device": str(dev),
         }
-        log(f"level {level} done: density {metrics['density']:.4f} test_error {test_error:.4f} "
-            f"train_error {train_error:.4f} ({metrics['wall_s']:.1f} s)")
+        log(
+            f"level {level} done: density {metrics['density']:.4f} test_error {test_error:.4f} "
+            f"train_error {train_error:.4f} ({metrics['wall_s']:.1f} s)"
+        )
         job.levels.append(metrics)
         job.level, job.step, job.wall_s = level + 1, None, 0.0
         # The level's trained weights go into this checkpoint: the next level prunes them.

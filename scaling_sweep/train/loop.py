@@ -29,10 +29,20 @@ def epoch_seed(seed: int, level: int, epoch: int) -> int:
     return derive_seed(seed, "data", level, epoch)
 
 
-def train_steps(model: nn.Module, optimizer: Optimizer, data: TrainData, masks: Masks,
-                opts: TrainOptions, budget: Budget, *, seed: int, level: int, start: int,
-                after_step: Callable[[int, torch.Tensor], None],
-                amp: Callable[[], ContextManager] = contextlib.nullcontext) -> None:
+def train_steps(
+    model: nn.Module,
+    optimizer: Optimizer,
+    data: TrainData,
+    masks: Masks,
+    opts: TrainOptions,
+    budget: Budget,
+    *,
+    seed: int,
+    level: int,
+    start: int,
+    after_step: Callable[[int, torch.Tensor], None],
+    amp: Callable[[], ContextManager] = contextlib.nullcontext,
+) -> None:
     """Train from step `start` of this level's schedule to the end of its budget.
 
     `after_step(step, loss)` runs after every optimizer step (checkpoints, logging, the stop poll);
@@ -57,8 +67,11 @@ def train_steps(model: nn.Module, optimizer: Optimizer, data: TrainData, masks: 
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-             amp: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    amp: Callable[[], ContextManager] = contextlib.nullcontext,
+) -> tuple[float, float]:
     """(error, mean cross-entropy) over all batches, in eval mode; sums stay on the device until the end."""
     was_training = model.training
     model.eval()

@@ -16,8 +16,14 @@ import torch
 class SGD:
     """SGD with L2 weight decay, momentum (dampening 0) and optional Nesterov, as torch.optim.SGD."""
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ):
         self.params = list(params)
         self.lr, self.momentum, self.nesterov, self.weight_decay = lr, momentum, nesterov, weight_decay
         self.buffers: list[torch.Tensor] | None = None  # momentum, created on the first step
@@ -55,8 +61,14 @@ class SGD:
 class AdamW:
     """Adam with decoupled weight decay (betas 0.9, 0.999, eps 1e-8), as torch.optim.AdamW."""
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float, weight_decay: float = 0.01,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ):
         self.params = list(params)
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
         self.steps = 0

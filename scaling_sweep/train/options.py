@@ -91,6 +91,13 @@ def levels_for_density(density: float, rate: float) -> int:
     return max(0, math.ceil(math.log(density * 1.001) / math.log(1.0 - rate)))
 
 
+def imp_levels(levels: int, density: float | None, rate: float) -> int:
+    """The last IMP level a trajectory runs to: prune.levels, or deeper if prune.density asks for it."""
+    if density is None:
+        return int(levels)
+    return max(int(levels), levels_for_density(float(density), float(rate)))
+
+
 def _in_unit_interval(name: str, value: float | None) -> None:
     if value is not None and not (0.0 < float(value) <= 1.0):
         raise OptionError(f"{name}={value}: must be in (0, 1]")

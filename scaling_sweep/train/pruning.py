@@ -18,8 +18,11 @@ def prunable_modules(model: nn.Module, include_output_layer: bool) -> list[nn.Mo
     Biases and BatchNorm are never pruned (they are not in this list).
     """
     head = getattr(model, "head", None)
-    return [m for m in model.modules()
-            if isinstance(m, PRUNABLE_TYPES) and (include_output_layer or m is not head)]
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, PRUNABLE_TYPES) and (include_output_layer or m is not head)
+    ]
 
 
 def attach_masks(model: nn.Module, include_output_layer: bool) -> None:
@@ -67,7 +70,7 @@ class Masks:
         flat_mask[drop] = 0
         offset = 0
         for m in self.masks:
-            m.copy_(flat_mask[offset:offset + m.numel()].view_as(m))
+            m.copy_(flat_mask[offset : offset + m.numel()].view_as(m))
             offset += m.numel()
         self.apply()
 

@@ -38,8 +38,9 @@ class Budget:
 def make_optimizer(params: Iterable[torch.nn.Parameter], opts: TrainOptions) -> Optimizer:
     """A fresh optimizer (IMP restarts the optimizer state at every level)."""
     if opts.optimizer == "sgd":
-        return SGD(params, lr=opts.lr, momentum=opts.momentum, nesterov=opts.nesterov,
-                   weight_decay=opts.weight_decay)
+        return SGD(
+            params, lr=opts.lr, momentum=opts.momentum, nesterov=opts.nesterov, weight_decay=opts.weight_decay
+        )
     if opts.optimizer == "adamw":
         return AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     raise OptionError(f"train.optimizer={opts.optimizer!r} is unknown; known: sgd, adamw")

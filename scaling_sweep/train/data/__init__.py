@@ -21,8 +21,9 @@ class TrainData(Protocol):
 
     def steps_per_epoch(self, batch_size: int) -> int: ...
 
-    def train_batches(self, epoch_seed: int, batch_size: int,
-                      skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def train_batches(
+        self, epoch_seed: int, batch_size: int, skip: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
@@ -41,5 +42,7 @@ def load_dataset(opts: DataOptions, device: torch.device | str) -> TrainData:
     try:
         loader = DATASETS[opts.name]
     except KeyError:
-        raise OptionError(f"data.name={opts.name!r} is unknown; known datasets: {', '.join(DATASETS)}") from None
+        raise OptionError(
+            f"data.name={opts.name!r} is unknown; known datasets: {', '.join(DATASETS)}"
+        ) from None
     return loader(opts, torch.device(device))

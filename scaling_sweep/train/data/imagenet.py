@@ -47,7 +47,8 @@ class StreamedData:
         for split in ("train", "val"):
             if not (root / split).is_dir():
                 raise OptionError(
-                    f"data.root={opts.root}: expected an ImageFolder tree at {root / split} (one folder per class)")
+                    f"data.root={opts.root}: expected an ImageFolder tree at {root / split} (one folder per class)"
+                )
         t = transforms
         to_uint8 = t.PILToTensor()  # normalising happens on the device, on uint8 batches
         center = [t.Resize(IMAGE_SIZE * 8 // 7), t.CenterCrop(IMAGE_SIZE), to_uint8]
@@ -57,8 +58,13 @@ class StreamedData:
         self.train = SeededImages(train, t.Compose(augmented if opts.augment else center))
         self.train_eval = SeededImages(train, t.Compose(center))
         self.val = SeededImages(val, t.Compose(center))
-        self.subset = subset_indices(torch.as_tensor(train.targets), opts.fraction, dataset=opts.name,
-                                     data_seed=opts.data_seed, balanced=opts.balanced)
+        self.subset = subset_indices(
+            torch.as_tensor(train.targets),
+            opts.fraction,
+            dataset=opts.name,
+            data_seed=opts.data_seed,
+            balanced=opts.balanced,
+        )
         self.device = device
         self.num_workers = opts.num_workers
         self.num_classes = len(train.classes)
@@ -71,8 +77,12 @@ class StreamedData:
         return steps_per_epoch(self.n_train, batch_size)
 
     def _stream(self, dataset: SeededImages, batches: list[list[tuple[int, int | None]]]) -> Iterator[Batch]:
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda")
+        loader = DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
         for x, y in loader:
             x = x.to(self.device, non_blocking=True)
             yield prepare(x, self._affine, self.channels_last), y.to(self.device, non_blocking=True)
@@ -92,7 +102,7 @@ class StreamedData:
         else:
             dataset, indices = self.val, list(range(len(self.val)))
         items = [(i, None) for i in indices]
-        return self._stream(dataset, [items[lo:lo + batch_size] for lo in range(0, len(items), batch_size)])
+        return self._stream(dataset, [items[lo : lo + batch_size] for lo in range(0, len(items), batch_size)])
 
 
 def load(opts: DataOptions, device: torch.device) -> StreamedData:

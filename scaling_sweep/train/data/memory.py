@@ -22,8 +22,9 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, full + (1 if rest >= 2 else 0))
 
 
-def pixel_affine(mean: Sequence[float] | None, std: Sequence[float] | None,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+def pixel_affine(
+    mean: Sequence[float] | None, std: Sequence[float] | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(scale, shift) that turn uint8 pixels into normalised floats in one multiply-add, or None."""
     if mean is None or std is None:
         return None
@@ -32,8 +33,9 @@ def pixel_affine(mean: Sequence[float] | None, std: Sequence[float] | None,
     return 1.0 / (255.0 * s), -m / s
 
 
-def prepare(x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor] | None,
-            channels_last: bool) -> torch.Tensor:
+def prepare(
+    x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor] | None, channels_last: bool
+) -> torch.Tensor:
     """A batch as the model eats it: normalised floats, channels-last for conv nets that want it."""
     if affine is not None:
         x = torch.addcmul(affine[1], x.float(), affine[0])
@@ -49,10 +51,19 @@ class InMemoryData:
     the caller, so any batch of any epoch can be rebuilt exactly (what an exact resume needs).
     """
 
-    def __init__(self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                 test_y: torch.Tensor, num_classes: int, device: torch.device, *,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 augment: bool = False):
+    def __init__(
+        self,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        test_x: torch.Tensor,
+        test_y: torch.Tensor,
+        num_classes: int,
+        device: torch.device,
+        *,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        augment: bool = False,
+    ):
         self.device = device
         self.train_x, self.train_y = train_x.to(device), train_y.to(device)
         self.test_x, self.test_y = test_x.to(device), test_y.to(device)
@@ -88,17 +99,37 @@ class InMemoryData:
         """The whole split ("train" subset or "test"), unaugmented, in fixed order."""
         x, y = (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
         for lo in range(0, x.shape[0], batch_size):
-            yield self._prepare(x[lo:lo + batch_size]), y[lo:lo + batch_size]
+            yield self._prepare(x[lo : lo + batch_size]), y[lo : lo + batch_size]
 
 
-def in_memory(opts: DataOptions, device: torch.device, train_x: torch.Tensor, train_y: torch.Tensor,
-              test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int, *,
-              mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> InMemoryData:
+def in_memory(
+    opts: DataOptions,
+    device: torch.device,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    num_classes: int,
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> InMemoryData:
     """Cut the training subset `opts` asks for and place everything on `device`."""
     if opts.augment and (train_x.dim() != 4 or train_x.dtype != torch.uint8):
         raise OptionError(
-            f"data.augment=true: crop+flip is for colour images (cifar10, cifar100, imagenet), not {opts.name}")
-    idx = subset_indices(train_y, opts.fraction, dataset=opts.name, data_seed=opts.data_seed,
-                         balanced=opts.balanced)
-    return InMemoryData(train_x[idx], train_y[idx], test_x, test_y, num_classes, device,
-                        mean=mean, std=std, augment=opts.augment)
+            f"data.augment=true: crop+flip is for colour images (cifar10, cifar100, imagenet), not {opts.name}"
+        )
+    idx = subset_indices(
+        train_y, opts.fraction, dataset=opts.name, data_seed=opts.data_seed, balanced=opts.balanced
+    )
+    return InMemoryData(
+        train_x[idx],
+        train_y[idx],
+        test_x,
+        test_y,
+        num_classes,
+        device,
+        mean=mean,
+        std=std,
+        augment=opts.augment,
+    )

@@ -44,8 +44,12 @@ def _generate(args: dict) -> dict[str, np.ndarray]:
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
-    return {"x": d["x"].astype(np.float32), "y": d["y"].astype(np.int64),
-            "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int64)}
+    return {
+        "x": d["x"].astype(np.float32),
+        "y": d["y"].astype(np.int64),
+        "x_test": d["x_test"].astype(np.float32),
+        "y_test": d["y_test"].astype(np.int64),
+    }
 
 
 def _read(path: Path) -> dict[str, np.ndarray] | None:
@@ -69,7 +73,9 @@ def arrays(opts: DataOptions) -> dict[str, np.ndarray]:
     if cached is not None:
         return cached
     if _standard_args() != STANDARD_ARGS:
-        raise RuntimeError(f"the installed mnist1d package changed its standard arguments: {_standard_args()}")
+        raise RuntimeError(
+            f"the installed mnist1d package changed its standard arguments: {_standard_args()}"
+        )
     generated = _generate(STANDARD_ARGS)
     # Atomic rename: two processes generating at once each write a whole file, and the
     # (identical) last one wins; a reader never sees a half-written cache.
@@ -81,15 +87,30 @@ def arrays(opts: DataOptions) -> dict[str, np.ndarray]:
 def load(opts: DataOptions, device: torch.device) -> InMemoryData:
     a = arrays(opts)
     # (N, 1, 40): one channel, so the same tensors feed the MLP and the 1-D CNN.
-    return in_memory(opts, device, torch.from_numpy(a["x"]).unsqueeze(1), torch.from_numpy(a["y"]),
-                     torch.from_numpy(a["x_test"]).unsqueeze(1), torch.from_numpy(a["y_test"]),
-                     NUM_CLASSES)
+    return in_memory(
+        opts,
+        device,
+        torch.from_numpy(a["x"]).unsqueeze(1),
+        torch.from_numpy(a["y"]),
+        torch.from_numpy(a["x_test"]).unsqueeze(1),
+        torch.from_numpy(a["y_test"]),
+        NUM_CLASSES,
+    )
 
 
 # mnist1d.data.get_dataset_args() as of mnist1d 0.0.2, without the download URL. Checked against
 # the package whenever the data is generated.
 STANDARD_ARGS: dict = {
-    "num_samples": 5000, "train_split": 0.8, "template_len": 12, "padding": [36, 60],
-    "scale_coeff": 0.4, "max_translation": 48, "corr_noise_scale": 0.25, "iid_noise_scale": 2e-2,
-    "shear_scale": 0.75, "shuffle_seq": False, "final_seq_length": 40, "seed": 42,
+    "num_samples": 5000,
+    "train_split": 0.8,
+    "template_len": 12,
+    "padding": [36, 60],
+    "scale_coeff": 0.4,
+    "max_translation": 48,
+    "corr_noise_scale": 0.25,
+    "iid_noise_scale": 2e-2,
+    "shear_scale": 0.75,
+    "shuffle_seq": False,
+    "final_seq_length": 40,
+    "seed": 42,
 }

@@ -20,8 +20,9 @@ def permutation(n: int, *, dataset: str, data_seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def subset_indices(labels: torch.Tensor, fraction: float, *, dataset: str, data_seed: int,
-                   balanced: bool = False) -> torch.Tensor:
+def subset_indices(
+    labels: torch.Tensor, fraction: float, *, dataset: str, data_seed: int, balanced: bool = False
+) -> torch.Tensor:
     """Indices of the training subset, in permutation order; smaller fractions are prefixes of larger ones.
 
     `balanced` takes ceil(fraction * N_c) of each class c (each class's own prefix of the same

@@ -26,4 +26,3 @@ def build_model(opts: ModelOptions, input_shape: tuple[int, ...], num_classes: i
     except KeyError:
         raise OptionError(f"model.name={opts.name!r} is unknown; known models: {', '.join(MODELS)}") from None
     return builder(opts, tuple(input_shape), num_classes)
-

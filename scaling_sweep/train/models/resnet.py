@@ -24,7 +24,8 @@ class Block(nn.Module):
             # A 1x1 projection where the shape changes (OpenLTH's choice; the 2016 paper's
             # option A pads with zeros instead).
             self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -37,7 +38,8 @@ class CifarResNet(nn.Module):
         super().__init__()
         blocks_per_stage = (depth - 2) // 6
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, base, 3, padding=1, bias=False), nn.BatchNorm2d(base), nn.ReLU())
+            nn.Conv2d(in_channels, base, 3, padding=1, bias=False), nn.BatchNorm2d(base), nn.ReLU()
+        )
         blocks: list[nn.Module] = []
         c = base
         for stage, c_out in enumerate((base, 2 * base, 4 * base)):
@@ -58,7 +60,8 @@ class CifarResNet(nn.Module):
 def build(opts: ModelOptions, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     if opts.depth < 8 or (opts.depth - 2) % 6:
         raise OptionError(
-            f"model.depth={opts.depth}: cifar_resnet needs depth = 6n+2 (8, 14, 20, 26, 32, 50, ...)")
+            f"model.depth={opts.depth}: cifar_resnet needs depth = 6n+2 (8, 14, 20, 26, 32, 50, ...)"
+        )
     if len(input_shape) != 3:
         raise OptionError(f"model.name=cifar_resnet needs images shaped (C, H, W); got {input_shape}")
     return CifarResNet(input_shape[0], num_classes, opts.depth, scaled(BASE_WIDTH, opts.width))

@@ -13,8 +13,28 @@ PLANS: dict[int, list[int]] = {
     11: [64, POOL, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512],
     13: [64, 64, POOL, 128, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512],
     16: [64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL, 512, 512, 512, POOL, 512, 512, 512],
-    19: [64, 64, POOL, 128, 128, POOL, 256, 256, 256, 256, POOL, 512, 512, 512, 512, POOL,
-         512, 512, 512, 512],
+    19: [
+        64,
+        64,
+        POOL,
+        128,
+        128,
+        POOL,
+        256,
+        256,
+        256,
+        256,
+        POOL,
+        512,
+        512,
+        512,
+        512,
+        POOL,
+        512,
+        512,
+        512,
+        512,
+    ],
 }
 
 
@@ -47,5 +67,6 @@ def build(opts: ModelOptions, input_shape: tuple[int, ...], num_classes: int) ->
     if len(input_shape) != 3 or min(input_shape[1:]) < 2**pools:
         raise OptionError(
             f"model.name=cifar_vgg needs images shaped (C, H, W) of at least {2**pools}x{2**pools}; "
-            f"got {input_shape}")
+            f"got {input_shape}"
+        )
     return CifarVGG(input_shape[0], num_classes, PLANS[opts.depth], opts.width)
