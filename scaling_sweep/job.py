@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling_sweep import __version__
+from scaling_sweep.atomic import write_text
 from scaling_sweep.results import SCHEMA_VERSION, write_rows
 from scaling_sweep.spec import JobSpec
 from scaling_sweep.sweep import DONE, FAILED, HOST, INTERRUPTED, RUNNING, SweepDir, spec_levels
@@ -153,8 +154,6 @@ def run_job(
                     return "interrupted"
                 raise
             tb = traceback.format_exc()
-            from scaling_sweep.atomic import write_text
-
             write_text(
                 jd / "error.txt",
                 f"host {HOST} pid {os.getpid()} device {device} python {platform.python_version()}\n{tb}",
