@@ -38,9 +38,10 @@ def slurm() -> None:
     if shutil.which("sbatch") is None:
         reason = "no sbatch on PATH: start a test cluster with `bash .ci/slurm-up.sh` (CI does)"
     else:
+        # "planned" and "completing" are passing states of a usable node, seen between jobs.
         try:
             p = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
-            if p.returncode != 0 or not re.search(r"idle|mixed|allocated", p.stdout):
+            if p.returncode != 0 or not re.search(r"idle|mixed|allocated|planned|completing", p.stdout):
                 reason = f"sinfo shows no usable node ({(p.stderr or p.stdout).strip()[:200]})"
         except subprocess.TimeoutExpired:
             reason = "sinfo did not answer in 15 s: slurmctld is down"
