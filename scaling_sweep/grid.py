@@ -151,26 +151,25 @@ def _dropped(drops: Sequence[tuple[str, Any]], ns: Mapping[str, Any]) -> bool:
 
 
 class _Builder:
-    """Builds JobSpecs from grid points, rendering each distinct section's canonical JSON once."""
+    """Builds JobSpecs from grid points, merging and rendering each distinct section once."""
 
     def __init__(self, base: Mapping[str, Mapping[str, Any]]) -> None:
         self.base = base
-        self.json_cache: dict[tuple, str] = {}
-        self.distinct: dict[tuple, dict[str, Any]] = {}  # (section, changes) -> that section's values
+        # (section, changes) -> (that section's values, its canonical JSON); specs share the values
+        # dicts, which is safe because nothing mutates a spec's sections.
+        self.distinct: dict[tuple, tuple[dict[str, Any], str]] = {}
 
     def build(self, changes: Mapping[str, dict[str, Any]], seed: int, axes: Mapping[str, Any]) -> JobSpec:
-        sections: dict[str, dict[str, Any]] = {}
+        sections: dict[str, Mapping[str, Any]] = {}
         parts: dict[str, str] = {}
         for s in SECTIONS:
             change = changes.get(s)
-            # Untouched sections share the base dict: specs never mutate their sections.
-            sections[s] = {**self.base[s], **change} if change else self.base[s]
-            key = (s, tuple((k, _hashable(v)) for k, v in change.items()) if change else ())
-            part = self.json_cache.get(key)
-            if part is None:
-                part = self.json_cache[key] = section_json(s, sections[s])
-                self.distinct[key] = sections[s]
-            parts[s] = part
+            key = (s, _key(change)) if change else (s, ())
+            hit = self.distinct.get(key)
+            if hit is None:
+                values = {**self.base[s], **change} if change else dict(self.base[s])
+                hit = self.distinct[key] = (values, section_json(s, values))
+            sections[s], parts[s] = hit
         spec = JobSpec(
             sections["model"], sections["data"], sections["train"], sections["prune"], seed, axes=axes
         )
@@ -247,12 +246,22 @@ def expand(cfg: Mapping[str, Any]) -> Plan:
     if not by_id:
         raise ConfigError("the grid is empty: every point was dropped by grid.drop or an axis has no values")
     specs = list(by_id.values())
-    _validate_sections(base, builder.distinct)
+    _validate_sections(base, {key: values for key, (values, _) in builder.distinct.items()})
     return Plan(specs=specs, n_points=n_points, axes=axes, folded=n_points - len(specs))
 
 
 def _hashable(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
+
+
+def _key(change: Mapping[str, Any]) -> tuple:
+    """A dict of axis values as a hashable key; scalars (the common case) take the fast path."""
+    items = tuple(change.items())
+    try:
+        hash(items)
+        return items
+    except TypeError:
+        return tuple((k, _hashable(v)) for k, v in items)
 
 
 def _levels(prune: Mapping[str, Any]) -> int:

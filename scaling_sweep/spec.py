@@ -55,6 +55,10 @@ def join_canonical(parts: Mapping[str, str], seed: int) -> str:
     )
 
 
+def _hash_id(canonical_json: str) -> str:
+    return hashlib.sha256(canonical_json.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One training trajectory: everything that changes its numbers (plus where its data lives)."""
@@ -79,13 +83,14 @@ class JobSpec:
         return join_canonical({s: section_json(s, getattr(self, s)) for s in SECTIONS}, self.seed)
 
     def preset_canonical(self, canonical_json: str) -> JobSpec:
-        """Seed the cached canonical JSON (computed from shared section pieces by the grid)."""
+        """Seed the cached canonical JSON (computed from shared section pieces by the grid) and id."""
         self.__dict__["canonical_json"] = canonical_json
+        self.__dict__["job_id"] = _hash_id(canonical_json)
         return self
 
     @cached_property
     def job_id(self) -> str:
-        return hashlib.sha256(self.canonical_json.encode()).hexdigest()[:16]
+        return _hash_id(self.canonical_json)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, execution settings included, as JSON-ready data (`spec.json`)."""
