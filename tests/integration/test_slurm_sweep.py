@@ -52,6 +52,14 @@ def log_reached(log: Path, text: str) -> bool:
     return log.exists() and text in log.read_text()
 
 
+def assert_resumed_from_checkpoint(log: Path, levels: int) -> None:
+    """The job's second attempt continued from a checkpoint (wherever the signal landed); no level ran twice."""
+    text = log.read_text()
+    resumed = re.search(r"resumed at level (\d+), step (\d+)", text)
+    assert resumed and (int(resumed.group(1)), int(resumed.group(2))) != (0, 0), text
+    assert all(text.count(f"level {k} done") == 1 for k in range(levels)), text
+
+
 def assert_every_row_once(sweep: Path, n_jobs: int, levels: int = LEVELS) -> None:
     r = rows(sweep)
     assert len(r) == len(set(r)), "duplicate rows"
@@ -96,7 +104,7 @@ def test_status_shows_slurm_states_from_one_squeue_call_and_cancel_stops_the_swe
 def test_timeout_signal_mid_job_checkpoints_requeues_and_resumes(tmp_path):
     import submitit
 
-    run(tmp_path, *ONE_JOB, "prune.levels=1", "train.epochs=100")
+    run(tmp_path, *ONE_JOB, "prune.levels=1", "train.epochs=200")  # ~3 s a level: the signal lands mid-job
     sweep = tmp_path / "smoke"
     [record] = records(sweep)
     [[job_id]] = record["tasks"]
@@ -108,10 +116,7 @@ def test_timeout_signal_mid_job_checkpoints_requeues_and_resumes(tmp_path):
     release_requeued(slurm_job)
     state = wait_done(sweep, 1)
 
-    text = log.read_text()
-    resumed = re.search(r"resumed at level 0, step (\d+)", text)
-    assert resumed and int(resumed.group(1)) > 0, text
-    assert text.count("level 0 done") == 1
+    assert_resumed_from_checkpoint(log, levels=2)
     assert state[job_id].attempts == 2
     task_log = next((sweep / "slurm" / "logs").glob(f"{slurm_job}/*_log.out")).read_text()
     assert "caught SIGUSR2" in task_log and "Requeued job" in task_log
@@ -128,7 +133,7 @@ def test_preempted_packed_task_requeues_skips_its_finished_job_and_resumes_the_o
         "grid.data.fraction=[1.0]",
         "launcher.jobs_per_task=2",
         "prune.levels=1",
-        "train.epochs=60",
+        "train.epochs=100",
     )
     sweep = tmp_path / "smoke"
     [record] = records(sweep)
@@ -143,7 +148,7 @@ def test_preempted_packed_task_requeues_skips_its_finished_job_and_resumes_the_o
     state = wait_done(sweep, 2)
 
     assert state[first].attempts == 1 and state[second].attempts == 2
-    assert re.search(r"resumed at level 0, step [1-9]", log.read_text())
+    assert_resumed_from_checkpoint(log, levels=2)
     task_log = next((sweep / "slurm" / "logs").glob(f"{slurm_job}/*_log.out")).read_text()
     assert f"job {first}: skipped" in task_log
     assert_every_row_once(sweep, 2, levels=2)
@@ -167,11 +172,7 @@ def test_scancel_half_the_array_then_resume_finishes_the_sweep(tmp_path):
     p = cli("resume", str(sweep))
     assert "submitted 2 jobs" in p.stdout
     state = wait_done(sweep, 4)
-    # Continued from the SIGTERM checkpoint, wherever it landed: no level trained twice.
-    text = log.read_text()
-    resumed = re.search(r"resumed at level (\d+), step (\d+)", text)
-    assert resumed and (int(resumed.group(1)), int(resumed.group(2))) != (0, 0), text
-    assert all(text.count(f"level {k} done") == 1 for k in range(LEVELS)), text
+    assert_resumed_from_checkpoint(log, LEVELS)  # continued from the SIGTERM checkpoint
     assert state[first].attempts == 2
     assert_every_row_once(sweep, 4)
 
