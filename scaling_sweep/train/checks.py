@@ -17,7 +17,7 @@ def check_model(m: ModelOptions) -> None:
         raise OptionError(f"model.name={m.name!r} is unknown; known models: {', '.join(MODEL_NAMES)}")
     if m.name == "cifar_resnet" and (m.depth < 8 or (m.depth - 2) % 6):
         raise OptionError(
-            f"model.depth={m.depth}: cifar_resnet needs depth = 6n+2 (8, 14, 20, 26, 32, 50, ...)"
+            f"model.depth={m.depth}: cifar_resnet needs depth = 6n+2 (8, 14, 20, 32, 44, 56, 110, ...)"
         )
     if m.name == "cifar_vgg" and m.depth not in (11, 13, 16, 19):
         raise OptionError(f"model.depth={m.depth}: cifar_vgg depth must be one of 11, 13, 16, 19")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
+from scaling_sweep.train.checks import check_model
 from scaling_sweep.train.models import cnn1d, mlp, resnet, vgg
 from scaling_sweep.train.options import ModelOptions, OptionError
 
@@ -25,4 +26,5 @@ def build_model(opts: ModelOptions, input_shape: tuple[int, ...], num_classes: i
         builder = MODELS[opts.name]
     except KeyError:
         raise OptionError(f"model.name={opts.name!r} is unknown; known models: {', '.join(MODELS)}") from None
+    check_model(opts)  # the same depth rules `plan` applies
     return builder(opts, tuple(input_shape), num_classes)

@@ -58,10 +58,6 @@ class CifarResNet(nn.Module):
 
 
 def build(opts: ModelOptions, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    if opts.depth < 8 or (opts.depth - 2) % 6:
-        raise OptionError(
-            f"model.depth={opts.depth}: cifar_resnet needs depth = 6n+2 (8, 14, 20, 26, 32, 50, ...)"
-        )
     if len(input_shape) != 3:
         raise OptionError(f"model.name=cifar_resnet needs images shaped (C, H, W); got {input_shape}")
     return CifarResNet(input_shape[0], num_classes, opts.depth, scaled(BASE_WIDTH, opts.width))

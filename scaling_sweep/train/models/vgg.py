@@ -61,8 +61,6 @@ class CifarVGG(nn.Module):
 
 
 def build(opts: ModelOptions, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    if opts.depth not in PLANS:
-        raise OptionError(f"model.depth={opts.depth}: cifar_vgg depth must be one of 11, 13, 16, 19")
     pools = PLANS[opts.depth].count(POOL)
     if len(input_shape) != 3 or min(input_shape[1:]) < 2**pools:
         raise OptionError(
