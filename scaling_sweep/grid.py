@@ -151,41 +151,71 @@ def _dropped(drops: Sequence[tuple[str, Any]], ns: Mapping[str, Any]) -> bool:
 
 
 class _Builder:
-    """Builds JobSpecs from grid points, merging and rendering each distinct section once."""
+    """Builds JobSpecs from a choice of one element per grid unit, merging and rendering each
+    distinct section once: a section's values depend only on the choices of the units that set it."""
 
-    def __init__(self, base: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        base: Mapping[str, Mapping[str, Any]],
+        units: Sequence[Sequence[Mapping[str, Any]]],
+        default_seed: int,
+    ) -> None:
         self.base = base
-        # (section, changes) -> (that section's values, its canonical JSON); specs share the values
-        # dicts, which is safe because nothing mutates a spec's sections.
+        self.units = units
+        self.touch = {
+            s: [u for u, unit in enumerate(units) if any(p.startswith(s + ".") for p in unit[0])]
+            for s in SECTIONS
+        }
+        self.seed_unit = next((u for u, unit in enumerate(units) if "seed" in unit[0]), None)
+        self.default_seed = default_seed
+        # (section, unit choices, extra) -> (that section's values, its canonical JSON). Specs share
+        # the values dicts, which is safe because nothing mutates a spec's sections.
         self.distinct: dict[tuple, tuple[dict[str, Any], str]] = {}
 
-    def build(self, changes: Mapping[str, dict[str, Any]], seed: int, axes: Mapping[str, Any]) -> JobSpec:
+    def section(
+        self,
+        s: str,
+        choice: Sequence[int],
+        extra: Mapping[str, Any] | None = None,
+        skip: frozenset[int] = frozenset(),
+    ) -> tuple[dict[str, Any], str]:
+        """Section `s` at this choice, with `extra` options on top; units in `skip` do not matter
+        to it (their options are all overwritten by `extra`)."""
+        touched = [u for u in self.touch[s] if u not in skip] if skip else self.touch[s]
+        key = (s, tuple(choice[u] for u in touched), tuple(extra.items()) if extra else ())
+        hit = self.distinct.get(key)
+        if hit is None:
+            values = dict(self.base[s])
+            for u in touched:
+                for path, v in self.units[u][choice[u]].items():
+                    section, _, option = path.partition(".")
+                    if section == s:
+                        values[option] = v
+            values.update(extra or {})
+            hit = self.distinct[key] = (values, section_json(s, values))
+        return hit
+
+    def build(
+        self,
+        choice: Sequence[int],
+        axes: Mapping[str, Any],
+        prune_extra: Mapping[str, Any] | None = None,
+        skip: frozenset[int] = frozenset(),
+    ) -> JobSpec:
+        seed = self.default_seed
+        if self.seed_unit is not None:
+            seed = self.units[self.seed_unit][choice[self.seed_unit]]["seed"]
         sections: dict[str, Mapping[str, Any]] = {}
         parts: dict[str, str] = {}
         for s in SECTIONS:
-            change = changes.get(s)
-            key = (s, _key(change)) if change else (s, ())
-            hit = self.distinct.get(key)
-            if hit is None:
-                values = {**self.base[s], **change} if change else dict(self.base[s])
-                hit = self.distinct[key] = (values, section_json(s, values))
-            sections[s], parts[s] = hit
+            if s == "prune":
+                sections[s], parts[s] = self.section(s, choice, prune_extra, skip)
+            else:
+                sections[s], parts[s] = self.section(s, choice)
         spec = JobSpec(
             sections["model"], sections["data"], sections["train"], sections["prune"], seed, axes=axes
         )
         return spec.preset_canonical(join_canonical(parts, seed))
-
-
-def _split(point: Mapping[str, Any], default_seed: int) -> tuple[dict[str, dict[str, Any]], int]:
-    changes: dict[str, dict[str, Any]] = {}
-    seed = default_seed
-    for path, v in point.items():
-        if path == "seed":
-            seed = v
-        else:
-            section, _, key = path.partition(".")
-            changes.setdefault(section, {})[key] = v
-    return changes, seed
 
 
 def expand(cfg: Mapping[str, Any]) -> Plan:
@@ -197,12 +227,13 @@ def expand(cfg: Mapping[str, Any]) -> Plan:
     axes = {p: [_coerce(p, v) for v in vals] for p, vals in axes.items()}
     groups = _zip_groups(grid, axes)
     zipped = {g for group in groups for g in group}
+    # A unit is one zipped group or one lone axis; its elements are the values it takes together.
     units: list[list[dict[str, Any]]] = [
         [dict(zip(group, vals)) for vals in zip(*(axes[g] for g in group))] for group in groups
     ]
     units += [[{p: v} for v in vals] for p, vals in axes.items() if p not in zipped]
     drops = _compile_drops(grid)
-    builder = _Builder(base)
+    builder = _Builder(base, units, default_seed)
 
     by_id: dict[str, JobSpec] = {}
     n_points = 0
@@ -210,9 +241,10 @@ def expand(cfg: Mapping[str, Any]) -> Plan:
     # prune.density / prune.levels fold into one job that runs to the deepest level asked for.
     # A point's trajectory is named by its choices in the units that hold no folded axis.
     kept_units = [i for i, u in enumerate(units) if not set(u[0]) <= set(FOLDED_AXES)]
-    prune_varies = any(p.startswith("prune.") for p in axes)
+    folded_units = frozenset(range(len(units))) - set(kept_units)
+    prune_varies = bool(builder.touch["prune"])
     base_levels = _levels(base["prune"]) if base["prune"]["method"] == "imp" else 0
-    trajectories: dict[tuple, tuple[dict[str, Any], int]] = {}
+    trajectories: dict[tuple, tuple[tuple[int, ...], dict[str, Any], int]] = {}
     for choice in itertools.product(*(range(len(u)) for u in units)):
         point: dict[str, Any] = {}
         for unit, i in zip(units, choice):
@@ -220,48 +252,28 @@ def expand(cfg: Mapping[str, Any]) -> Plan:
         if drops and _dropped(drops, _namespace(point, base, default_seed)):
             continue
         n_points += 1
-        prune = (
-            {**base["prune"], **_split(point, default_seed)[0].get("prune", {})}
-            if prune_varies
-            else base["prune"]
-        )
+        prune = builder.section("prune", choice)[0] if prune_varies else base["prune"]
         if prune["method"] == "imp":
             key = tuple(choice[i] for i in kept_units)
             levels = _levels(prune) if prune_varies else base_levels
             if key in trajectories:
-                levels = max(levels, trajectories[key][1])
-            trajectories[key] = (point, levels)
+                levels = max(levels, trajectories[key][2])
+            trajectories[key] = (choice, point, levels)
         else:
-            changes, seed = _split(point, default_seed)
-            spec = builder.build(changes, seed, point)
+            spec = builder.build(choice, point)
             by_id.setdefault(spec.job_id, spec)
 
-    for point, levels in trajectories.values():
+    for choice, point, levels in trajectories.values():
         shown = {k: v for k, v in point.items() if k not in FOLDED_AXES}
-        changes, seed = _split(shown, default_seed)
-        changes.setdefault("prune", {}).update(levels=levels, density=None)
-        spec = builder.build(changes, seed, {**shown, "prune.levels": levels})
+        shown["prune.levels"] = levels
+        spec = builder.build(choice, shown, {"levels": levels, "density": None}, folded_units)
         by_id.setdefault(spec.job_id, spec)
 
     if not by_id:
         raise ConfigError("the grid is empty: every point was dropped by grid.drop or an axis has no values")
     specs = list(by_id.values())
-    _validate_sections(base, {key: values for key, (values, _) in builder.distinct.items()})
+    _validate_sections(base, [(key[0], values) for key, (values, _) in builder.distinct.items()])
     return Plan(specs=specs, n_points=n_points, axes=axes, folded=n_points - len(specs))
-
-
-def _hashable(v: Any) -> Any:
-    return tuple(v) if isinstance(v, list) else v
-
-
-def _key(change: Mapping[str, Any]) -> tuple:
-    """A dict of axis values as a hashable key; scalars (the common case) take the fast path."""
-    items = tuple(change.items())
-    try:
-        hash(items)
-        return items
-    except TypeError:
-        return tuple((k, _hashable(v)) for k, v in items)
 
 
 def _levels(prune: Mapping[str, Any]) -> int:
@@ -272,12 +284,12 @@ def _levels(prune: Mapping[str, Any]) -> int:
 
 
 def _validate_sections(
-    base: Mapping[str, Mapping[str, Any]], distinct: Mapping[tuple, Mapping[str, Any]]
+    base: Mapping[str, Mapping[str, Any]], distinct: Sequence[tuple[str, Mapping[str, Any]]]
 ) -> None:
     # Checks are per section and a grid's jobs share most sections: validate each distinct
     # section once, beside the base config's other sections.
     first = {s: dict(base[s]) for s in SECTIONS} | {"seed": 0}
-    for (section, _), values in distinct.items():
+    for section, values in distinct:
         try:
             validate({**first, section: dict(values)})
         except OptionError as e:
