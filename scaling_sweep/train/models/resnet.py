@@ -41,7 +41,9 @@ class CifarResNet(nn.Module):
         super().__init__()
         blocks_per_stage = (depth - 2) // 6
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, base, 3, padding=1, bias=False), nn.BatchNorm2d(base), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, base, 3, padding=1, bias=False),
+            nn.BatchNorm2d(base),
+            nn.ReLU(inplace=True),
         )
         blocks: list[nn.Module] = []
         c = base
