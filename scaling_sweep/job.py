@@ -127,6 +127,7 @@ def run_job(
             status=RUNNING,
             attempts=int(state.get("attempts", 0)) + 1,
             levels_total=total,
+            stopped=None,  # set again below if this run ends the trajectory early
             host=HOST,
             pid=os.getpid(),
             device=device,
@@ -162,11 +163,29 @@ def run_job(
             sweep.write_state(job_id, status=FAILED, error=last)
             log(f"failed: {last}")
             return "failed"
-        if len(levels) != total:
-            sweep.write_state(
-                job_id, status=FAILED, error=f"trainer returned {len(levels)} levels, expected {total}"
-            )
+        stopped = getattr(levels, "stopped", None)
+        problem = level_count_problem(len(levels), total, stopped)
+        if problem:
+            sweep.write_state(job_id, status=FAILED, error=problem)
+            log(f"failed: {problem}")
             return "failed"
-        sweep.write_state(job_id, status=DONE, levels_done=len(levels), error="")
-        log(f"done: {len(levels)} levels")
+        # An early stop is a finished trajectory: its levels are all the rows it will ever have.
+        sweep.write_state(
+            job_id, status=DONE, levels_done=len(levels), levels_total=len(levels), stopped=stopped, error=""
+        )
+        log(f"done: {len(levels)} levels" + (f" of {total} planned ({stopped['detail']})" if stopped else ""))
         return "done"
+
+
+def level_count_problem(n: int, planned: int, stopped: Mapping[str, Any] | None) -> str:
+    """Why `n` returned levels do not make a finished job ("" when they do).
+
+    A trajectory has all its planned levels, or it stopped early after level `stopped["level"]`
+    and has exactly the levels 0..that one.
+    """
+    if stopped is None:
+        return "" if n == planned else f"trainer returned {n} levels, expected {planned}"
+    last = int(stopped.get("level", -1))
+    if n == last + 1 and 0 < n < planned:
+        return ""
+    return f"trainer stopped after level {last} but returned {n} levels (planned {planned})"

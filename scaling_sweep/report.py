@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scaling_sweep.grid import Plan
+from scaling_sweep.spec import ADDED_OPTIONS
 from scaling_sweep.sweep import JobStatus
 
 ORDER = ("done", "running", "failed", "interrupted", "pending")
@@ -33,6 +34,7 @@ def status_json(
             "axes": dict(spec.axes),
             "levels_done": st.levels_done,
             "levels_total": st.levels_total,
+            "stopped": st.stopped,
             "attempts": st.attempts,
             "owner": st.owner,
             "error": st.error,
@@ -69,6 +71,48 @@ def fold_line(plan: Plan) -> str:
     return folded + "; " + "; ".join(parts)
 
 
+def early_stop_line(plan: Plan) -> str:
+    """How jobs may end before their last level (the plan cannot know where: that depends on the training)."""
+    imp = [s.prune for s in plan.specs if s.prune.get("method") == "imp"]
+    oneshot = len(plan.specs) - len(imp)
+    default = ADDED_OPTIONS["prune"]  # a sweep frozen before these options existed runs with these
+    rules = sorted(
+        {
+            (
+                int(p.get("stop_at_chance", default["stop_at_chance"])),
+                float(p.get("chance_margin", default["chance_margin"])),
+            )
+            for p in imp
+        },
+        reverse=True,
+    )
+    chance = [
+        f"after {k} consecutive levels at chance (test error >= 1 - 1/classes - {m:g})"
+        for k, m in rules
+        if k > 0
+    ]
+    parts = []
+    if imp:
+        last = "before pruning would remove the last weights of a layer"
+        parts.append("IMP trajectories stop early " + " or ".join([*chance, last]))
+    if oneshot:
+        parts.append("one-shot jobs keep only their dense row if pruning would empty a layer")
+    return "; ".join(parts)
+
+
+def levels_cell(st: JobStatus) -> str:
+    """Levels done / total, and why a trajectory that stopped early has fewer than planned."""
+    cell = f"{st.levels_done}/{st.levels_total}"
+    if not st.stopped:
+        return cell
+    reason = st.stopped.get("reason")
+    if reason == "chance":
+        return cell + " (stopped at chance)"
+    if reason == "layer_empty":
+        return cell + f" (stopped before {st.stopped.get('layer', 'a layer')} emptied)"
+    return cell + f" (stopped: {reason})"
+
+
 def print_status(
     console: Console,
     title: str,
@@ -81,6 +125,9 @@ def print_status(
     c = counts(statuses)
     console.print(f"[bold]{title}[/bold]")
     console.print(fold_line(plan))
+    stops = early_stop_line(plan)
+    if stops:
+        console.print(stops)
     console.print(
         "  ".join(f"{k} [bold]{v}[/bold]" for k, v in c.items())
         + f"  to run [bold]{c['pending'] + c['interrupted']}[/bold]"
@@ -101,7 +148,7 @@ def print_status(
         row = [
             spec.job_id,
             st.status + (f" ({st.owner})" if st.owner else ""),
-            f"{st.levels_done}/{st.levels_total}",
+            levels_cell(st),
         ] + [_fmt(spec.axes.get(a)) for a in axes]
         if slurm is not None:
             row.append(slurm.get(spec.job_id, ""))

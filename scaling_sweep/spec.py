@@ -26,7 +26,8 @@ ADDED_OPTIONS: dict[str, dict[str, Any]] = {
     "model": {},
     "data": {},
     "train": {},
-    "prune": {},
+    # Early stop of a trajectory at chance (2 levels, margin 0.02): the default since issue 8.
+    "prune": {"stop_at_chance": 2, "chance_margin": 0.02},
 }
 
 SECTIONS = ("model", "data", "train", "prune")

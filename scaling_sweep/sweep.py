@@ -62,7 +62,8 @@ class JobStatus:
     job_id: str
     status: str  # pending | running | done | failed | interrupted
     levels_done: int = 0
-    levels_total: int | None = None
+    levels_total: int | None = None  # rows a finished job has (fewer than planned after an early stop)
+    stopped: dict[str, Any] | None = None  # state.json "stopped": where and why a trajectory ended early
     attempts: int = 0
     owner: str = ""  # host:pid of a live lease
     problems: list[str] = field(default_factory=list)  # unreadable rows/checkpoint files found
@@ -226,11 +227,15 @@ class SweepDir:
             lease.release()
 
     def is_done(self, job_id: str, levels_total: int) -> bool:
-        """Done = state.json says so and the rows file holds every level (lease not consulted)."""
-        if self.read_state(job_id).get("status") != DONE:
+        """Done = state.json says so and the rows file holds every level (lease not consulted).
+
+        `levels_total` is the planned count; a trajectory that stopped early needs only its own.
+        """
+        state = self.read_state(job_id)
+        if state.get("status") != DONE:
             return False
         n = parquet_rows(self.rows_path(job_id))
-        return n is not None and n >= levels_total
+        return n is not None and n >= expected_levels(state, levels_total)
 
     def job_status(self, job_id: str, levels_total: int | None = None, verify: bool = True) -> JobStatus:
         """Read one job's status from its directory; `verify` checks rows and checkpoint files."""
@@ -256,7 +261,9 @@ class SweepDir:
         elif status in (RUNNING, INTERRUPTED):
             st.status = INTERRUPTED  # a dead owner or a clean stop: resume continues it
         rows = self.rows_path(job_id)
-        if verify and rows.exists():
+        if not verify:
+            st.levels_done = int(state.get("levels_done", 0))  # what the job last wrote; rows not read
+        elif rows.exists():
             n = parquet_rows(rows)
             if n is None:
                 st.problems.append(
@@ -265,7 +272,9 @@ class SweepDir:
             else:
                 st.levels_done = n
         if st.status == DONE:
-            expected = int(state.get("levels_total", levels_total or 0))
+            expected = expected_levels(state, levels_total)
+            if state.get("stopped"):
+                st.stopped, st.levels_total = dict(state["stopped"]), expected
             if verify and st.levels_done < expected:
                 st.problems.append(
                     f"{rows}: {st.levels_done} of {expected} levels; the job reruns from its checkpoint"
@@ -286,6 +295,13 @@ class SweepDir:
             else:
                 out[spec.job_id] = JobStatus(spec.job_id, PENDING, levels_total=total)
         return out
+
+
+def expected_levels(state: dict[str, Any], planned: int | None) -> int:
+    """Rows a done job must have: what state.json recorded when it stopped early, else the plan's count."""
+    if state.get("stopped") or planned is None:
+        return int(state.get("levels_total", planned or 0))
+    return int(planned)
 
 
 def parquet_rows(path: Path) -> int | None:

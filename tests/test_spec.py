@@ -47,6 +47,16 @@ def test_added_option_at_its_default_keeps_old_ids(monkeypatch):
     assert _spec(train__label_smoothing=0.1).job_id != before
 
 
+def test_early_stop_options_enter_the_id_only_when_not_at_their_defaults():
+    base = _spec()
+    assert base.prune["stop_at_chance"] == 2 and base.prune["chance_margin"] == 0.02
+    assert "stop_at_chance" not in base.canonical_json and "chance_margin" not in base.canonical_json
+    without = {k: v for k, v in base.prune.items() if k not in ("stop_at_chance", "chance_margin")}
+    assert JobSpec(base.model, base.data, base.train, without, seed=0).job_id == base.job_id
+    assert _spec(prune__stop_at_chance=0).job_id != base.job_id
+    assert _spec(prune__chance_margin=0.05).job_id != base.job_id
+
+
 def test_spec_json_round_trip_checks_the_id():
     s = _spec()
     d = s.to_dict()

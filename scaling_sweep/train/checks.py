@@ -49,9 +49,21 @@ def check_train(t: TrainOptions) -> None:
 def check_prune(p: PruneOptions) -> None:
     if p.method == "oneshot" and p.density is None:
         raise OptionError("prune.method=oneshot needs prune.density (the density to prune to once)")
+    check_early_stop(p)
     r = p.rewind
     if r in ("init", "lr"):
         return
     kind, _, k = r.partition(":")
     if kind not in ("step", "epoch") or not k.isdigit():
         raise OptionError(f"prune.rewind={r!r}: use init, lr, step:K or epoch:K")
+
+
+def check_early_stop(p: PruneOptions) -> None:
+    k = p.stop_at_chance
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise OptionError(
+            f"prune.stop_at_chance={k!r}: must be an integer >= 0 (levels at chance before stopping; 0 = off)"
+        )
+    m = p.chance_margin
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not (0.0 <= float(m) < 1.0):
+        raise OptionError(f"prune.chance_margin={m!r}: must be a number in [0, 1) (absolute test error)")

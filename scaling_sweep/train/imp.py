@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -44,6 +44,19 @@ class Interrupted(Exception):
     """stop() returned True; a checkpoint was saved first."""
 
 
+class Levels(list):
+    """What `run_imp` returns: every finished level's metrics, in order.
+
+    `stopped` is None when the trajectory ran to its last level, else why it ended early:
+    {"level": L (the last level trained), "reason": "chance" | "layer_empty", "detail": the log
+    line, and "layer" for layer_empty}. A list, so callers that only want the rows need not care.
+    """
+
+    def __init__(self, levels: Iterable[dict[str, Any]] = (), stopped: dict[str, Any] | None = None) -> None:
+        super().__init__(levels)
+        self.stopped = stopped
+
+
 @dataclass
 class Options:
     model: ModelOptions
@@ -51,6 +64,10 @@ class Options:
     train: TrainOptions
     prune: PruneOptions
     seed: int
+
+
+# The option sections a checkpoint's identity holds (as dicts of their fields).
+SECTION_OPTIONS = {"model": ModelOptions, "prune": PruneOptions}
 
 
 def parse_config(config: dict) -> Options:
@@ -105,6 +122,7 @@ class Progress:
     wall_s: float = 0.0  # seconds spent on this level by earlier runs of the job
     init: dict[str, torch.Tensor] = field(default_factory=dict)  # weights at initialisation
     rewind: dict[str, torch.Tensor] | None = None  # weights at the rewind step of the dense run
+    stopped: dict[str, Any] | None = None  # why the trajectory ended early (see `Levels`); None: it goes on
 
 
 def build(opts: Options, data: TrainData, device: torch.device) -> nn.Module:
@@ -136,6 +154,59 @@ def channels_last_pays(model: nn.Module, device: torch.device) -> bool:
     return all(c.out_channels % 8 == 0 and (c.in_channels % 8 == 0 or c.in_channels <= 3) for c in convs)
 
 
+def prune_count(masks: Masks, prune: PruneOptions) -> int:
+    """How many weights the next level removes: ceil(rate x remaining) for IMP, down to the density for one-shot."""
+    if prune.method == "oneshot":
+        return masks.count_for_density(prune.density)
+    return masks.count_for_rate(prune.rate)
+
+
+def chance_stop(levels: list[dict[str, Any]], prune: PruneOptions, num_classes: int) -> dict[str, Any] | None:
+    """Stop when the last `stop_at_chance` finished levels all sit on the chance plateau.
+
+    A level is at chance when its test error >= 1 - 1/classes - chance_margin. The dense level
+    is judged by the same rule, so it counts only when it really is at chance.
+    """
+    k = prune.stop_at_chance
+    if k <= 0 or len(levels) < k:
+        return None
+    chance = 1.0 - 1.0 / num_classes
+    if any(level["test_error"] < chance - prune.chance_margin for level in levels[-k:]):
+        return None
+    last = int(levels[-1]["level"])
+    return {
+        "level": last,
+        "reason": "chance",
+        "detail": f"stopping after level {last}: levels {last - k + 1}..{last} have test error within "
+        f"{prune.chance_margin:g} of chance ({chance:.4f}); deeper levels would add nothing",
+    }
+
+
+def layer_stop(masks: Masks, prune: PruneOptions, last: int) -> dict[str, Any] | None:
+    """Stop before a pruning that would leave some prunable layer without weights (a collapsed network)."""
+    emptied = masks.emptied_by(prune_count(masks, prune))
+    if not emptied:
+        return None
+    layer = masks.name(emptied[0])
+    more = f" (and {len(emptied) - 1} more layers)" if len(emptied) > 1 else ""
+    return {
+        "level": last,
+        "reason": "layer_empty",
+        "layer": layer,
+        "detail": f"stopping after level {last}: pruning level {last + 1} would remove the last weights "
+        f"of layer {layer}{more}",
+    }
+
+
+def early_stop(job: Progress, masks: Masks, prune: PruneOptions, num_classes: int) -> dict[str, Any] | None:
+    """Before pruning level job.level: whether the trajectory ends at the previous level instead.
+
+    A pure function of what a level-end checkpoint holds (the finished levels' metrics, the
+    trained weights and masks), so a resumed job decides exactly as an uninterrupted one.
+    """
+    return chance_stop(job.levels, prune, num_classes) or layer_stop(masks, prune, job.level - 1)
+
+
 def start_level(
     model: nn.Module, masks: Masks, job: Progress, prune: PruneOptions, k_rewind: int | None
 ) -> None:
@@ -144,10 +215,7 @@ def start_level(
     init: to the initial weights; step:K / epoch:K: to the dense run's weights at K; lr: keep the
     trained weights (only the schedule restarts).
     """
-    if prune.method == "oneshot":
-        masks.prune_to(prune.density)
-    else:
-        masks.prune_rate(prune.rate)
+    masks.prune(prune_count(masks, prune))
     if prune.rewind == "init":
         load_weights(model, job.init)
     elif k_rewind is not None:
@@ -183,20 +251,23 @@ def run_imp(
     if saved is None:
         job.init = snapshot(model)
     else:
-        for key in identity:
-            if saved["identity"][key] != identity[key]:
-                raise ValueError(
-                    f"{ckpt_dir} holds a checkpoint of another job ({key}: "
-                    f"{saved['identity'][key]} != {identity[key]})"
-                )
+        check_identity(ckpt_dir, saved["identity"], identity)
         job = Progress(
-            saved["levels"], saved["level"], saved["step"], saved["wall_s"], saved["init"], saved["rewind"]
+            saved["levels"],
+            saved["level"],
+            saved["step"],
+            saved["wall_s"],
+            saved["init"],
+            saved["rewind"],
+            saved.get("stopped"),  # absent from checkpoints written before early stops existed
         )
         model.load_state_dict(saved["model"])
         torch.set_rng_state(saved["rng"])
         if dev.type == "cuda" and saved.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(saved["rng_cuda"], dev)
         log(f"resumed at level {job.level}, step {job.step}; {len(job.levels)} levels done")
+        if job.stopped is not None:
+            log(f"the trajectory had ended early: {job.stopped['detail']}")
         if job.levels:
             emit(list(job.levels))
     optimizer_state = saved["optimizer"] if saved is not None else None
@@ -212,6 +283,7 @@ def run_imp(
                 "wall_s": job.wall_s + (time.perf_counter() - level_clock),
                 "init": job.init,
                 "rewind": job.rewind,
+                "stopped": job.stopped,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
                 "rng": torch.get_rng_state(),
@@ -239,8 +311,14 @@ def run_imp(
             raise Interrupted(f"stopped at level {level}, step {step}; checkpoint saved")
 
     # -- the levels -------------------------------------------------------------------------------
-    while job.level <= final_level:
+    while job.level <= final_level and job.stopped is None:
         level, clock = job.level, time.perf_counter()
+        if job.step is None and level > 0:
+            job.stopped = early_stop(job, masks, prune, data.num_classes)
+            if job.stopped is not None:
+                log(job.stopped["detail"])
+                save(clock, None)  # so a resume ends here too, without deciding again
+                break
         # Where this level's schedule starts: step K when rewinding to step K, else 0.
         start = k_rewind if (level > 0 and k_rewind is not None) else 0
         if job.step is None:
@@ -303,4 +381,14 @@ def run_imp(
         # The level's trained weights go into this checkpoint: the next level prunes them.
         save(time.perf_counter(), None)
         emit(list(job.levels))
-    return list(job.levels)
+    return Levels(job.levels, job.stopped)
+
+
+def check_identity(ckpt_dir: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse a checkpoint of another job; options it predates count as at their defaults."""
+    for key, value in current.items():
+        theirs = saved.get(key)
+        if key in SECTION_OPTIONS and isinstance(theirs, dict):
+            theirs = {**asdict(SECTION_OPTIONS[key]()), **theirs}
+        if theirs != value:
+            raise ValueError(f"{ckpt_dir} holds a checkpoint of another job ({key}: {theirs} != {value})")

@@ -61,6 +61,11 @@ class PruneOptions:
     rate: float = 0.2  # fraction of remaining weights removed per level
     rewind: str = "init"  # init | step:K | epoch:K | lr
     include_output_layer: bool = False
+    # Stop the trajectory once this many consecutive finished levels (the dense one included)
+    # have test error >= 1 - 1/classes - chance_margin: deeper levels would only repeat chance.
+    # 0 turns it off. (The trainer also always stops before pruning would empty a layer.)
+    stop_at_chance: int = 2
+    chance_margin: float = 0.02  # absolute, in test error (a fraction)
 
 
 SECTION_TYPES: dict[str, type] = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -33,15 +33,23 @@ def attach_masks(model: nn.Module, include_output_layer: bool) -> None:
 
 @dataclass
 class Masks:
-    """The (weight, mask) pairs of a model that carries mask buffers."""
+    """The (weight, mask) pairs of a model that carries mask buffers (and the modules' names)."""
 
     weights: list[torch.Tensor]
     masks: list[torch.Tensor]
+    names: list[str] = field(default_factory=list)  # module names, for messages
 
     @classmethod
     def of(cls, model: nn.Module) -> Masks:
-        mods = [m for m in model.modules() if hasattr(m, MASK) and isinstance(getattr(m, MASK), torch.Tensor)]
-        return cls([m.weight for m in mods], [getattr(m, MASK) for m in mods])
+        mods = [
+            (name, m)
+            for name, m in model.named_modules()
+            if hasattr(m, MASK) and isinstance(getattr(m, MASK), torch.Tensor)
+        ]
+        return cls([m.weight for _, m in mods], [getattr(m, MASK) for _, m in mods], [n for n, _ in mods])
+
+    def name(self, i: int) -> str:
+        return self.names[i] if i < len(self.names) else f"#{i}"
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -55,11 +63,11 @@ class Masks:
         return int(sum(int(m.count_nonzero()) for m in self.masks))
 
     @torch.no_grad()
-    def prune(self, count: int) -> None:
-        """Remove the `count` smallest-magnitude remaining weights, ranked globally across all layers."""
-        if count <= 0:
-            return
+    def _pruned_flat_mask(self, count: int) -> torch.Tensor:
+        """All masks as one flat tensor, with the `count` smallest-magnitude survivors set to 0."""
         flat_mask = torch.cat([m.flatten() for m in self.masks])
+        if count <= 0:
+            return flat_mask
         scores = torch.cat([w.detach().abs().flatten() for w in self.weights]).float()
         alive = flat_mask.nonzero().flatten()
         if count > alive.numel():
@@ -68,21 +76,50 @@ class Masks:
         # among already-pruned zeros can never eat into the count.
         drop = alive[torch.topk(scores[alive], count, largest=False).indices]
         flat_mask[drop] = 0
+        return flat_mask
+
+    @torch.no_grad()
+    def prune(self, count: int) -> None:
+        """Remove the `count` smallest-magnitude remaining weights, ranked globally across all layers."""
+        if count <= 0:
+            return
+        flat_mask = self._pruned_flat_mask(count)
         offset = 0
         for m in self.masks:
             m.copy_(flat_mask[offset : offset + m.numel()].view_as(m))
             offset += m.numel()
         self.apply()
 
+    @torch.no_grad()
+    def emptied_by(self, count: int) -> list[int]:
+        """Indices of the layers that `prune(count)` would leave without a single weight.
+
+        Nothing changes: this ranks exactly as `prune` does, so it predicts that call. Removing
+        at least as many weights as remain empties every layer.
+        """
+        if count >= self.remaining():
+            return list(range(len(self.masks)))
+        flat_mask = self._pruned_flat_mask(count)
+        left = torch.split(flat_mask, [m.numel() for m in self.masks])
+        return [i for i, m in enumerate(left) if not bool(m.any())]
+
+    def count_for_rate(self, rate: float) -> int:
+        """What one IMP level removes: ceil(rate x remaining)."""
+        return math.ceil(rate * self.remaining())
+
+    def count_for_density(self, density: float) -> int:
+        """What pruning once to `density` removes: all but round(density x prunable), at least one kept."""
+        return self.remaining() - max(1, round(density * self.numel()))
+
     def prune_rate(self, rate: float) -> int:
         """One IMP level: remove ceil(rate x remaining); returns how many were removed."""
-        count = math.ceil(rate * self.remaining())
+        count = self.count_for_rate(rate)
         self.prune(count)
         return count
 
     def prune_to(self, density: float) -> int:
         """One shot: keep round(density x prunable) weights; returns how many were removed."""
-        count = self.remaining() - max(1, round(density * self.numel()))
+        count = self.count_for_density(density)
         self.prune(count)
         return count
 

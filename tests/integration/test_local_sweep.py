@@ -196,3 +196,30 @@ def test_fail_fast_stops_the_sweep(tmp_path):
     assert p.returncode != 0 and "--fail-fast" in p.stdout
     st = status(tmp_path / "smoke")
     assert st["counts"]["failed"] >= 1 and st["to_run"] >= 1
+
+
+def test_deep_imp_trajectories_stop_early_and_end_done(tmp_path):
+    """40 levels at rate 0.5 would take these tiny MLPs to density 0; every trajectory stops
+    before (on the chance plateau or before a layer empties), and the sweep ends clean."""
+    args = [
+        "sweep=smoke",
+        f"out_dir={tmp_path}",
+        "prune.levels=40",
+        "prune.rate=0.5",
+        "launcher.devices=[cpu,cpu]",
+    ]
+    sweep_dir = tmp_path / "smoke"
+    plan = cli("plan", *args)
+    assert "IMP trajectories stop early after 2 consecutive levels at chance" in plan.stdout
+    cli("run", *args)  # exits 0
+    st = status(sweep_dir)
+    assert st["counts"]["done"] == 4 and st["to_run"] == 0 and not st["problems"]
+    for j in st["job_list"]:
+        assert j["stopped"]["reason"] in ("chance", "layer_empty")
+        assert j["levels_done"] == j["levels_total"] == j["stopped"]["level"] + 1 < 41
+    table = pq.read_table(sweep_dir / "results.parquet").to_pylist()
+    assert len(table) == sum(j["levels_total"] for j in st["job_list"])
+    assert min(r["density"] for r in table) > 0
+    assert "(stopped " in cli("status", str(sweep_dir)).stdout
+    again = cli("run", *args)
+    assert "0 jobs to run (4 done left alone)" in again.stdout

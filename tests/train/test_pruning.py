@@ -92,3 +92,21 @@ def test_pruned_weights_stay_zero_after_a_full_level_of_training(job, tmp_path):
             zeroed += int((mask == 0).sum())
     assert zeroed > 0
     assert [round(level["density"], 2) for level in levels] == [1.0, 0.5, 0.25]
+
+
+def test_emptied_by_predicts_which_layers_a_pruning_would_empty_and_changes_nothing():
+    model = _conv_net()
+    attach_masks(model, include_output_layer=False)
+    masks = Masks.of(model)
+    assert masks.names == [name for name, m in model.named_modules() if hasattr(m, MASK)]
+    seen_empty = False
+    while masks.remaining() > 1:
+        count = masks.count_for_rate(0.6)
+        before = [m.clone() for m in masks.masks]
+        predicted = masks.emptied_by(count)
+        assert all(torch.equal(m, b) for m, b in zip(masks.masks, before))  # a prediction only
+        masks.prune(count)
+        assert predicted == [i for i, m in enumerate(masks.masks) if not m.any()]
+        seen_empty = seen_empty or bool(predicted)
+    assert seen_empty
+    assert masks.emptied_by(masks.remaining()) == list(range(len(masks.masks)))
