@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import itertools
 import typing
+from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cache
-from types import SimpleNamespace
 from typing import Any
 
 from scaling_sweep.errors import ConfigError
+from scaling_sweep.expr import Expr, ExprError
+from scaling_sweep.expr import parse as parse_expr
 from scaling_sweep.spec import SECTIONS, JobSpec, join_canonical, section_json
 from scaling_sweep.train.options import SECTION_TYPES, OptionError, imp_levels, validate
 
@@ -115,38 +117,36 @@ def _zip_groups(grid: Mapping[str, Any], axes: Mapping[str, list[Any]]) -> list[
     return groups
 
 
-def _namespace(point: Mapping[str, Any], base: Mapping[str, Mapping[str, Any]], seed: int) -> dict[str, Any]:
-    ns: dict[str, Any] = {s: SimpleNamespace(**base[s]) for s in SECTIONS}
-    ns["seed"] = seed
-    for path, v in point.items():
-        if path == "seed":
-            ns["seed"] = v
-        else:
-            section, _, key = path.partition(".")
-            setattr(ns[section], key, v)
-    return ns
+def _names(base: Mapping[str, Mapping[str, Any]], seed: int) -> dict[str, Any]:
+    """The names a drop filter may read at the base config: `model.width`, ..., `seed`."""
+    names = {f"{s}.{k}": v for s in SECTIONS for k, v in base[s].items()}
+    names["seed"] = seed
+    return names
 
 
-def _compile_drops(grid: Mapping[str, Any]) -> list[tuple[str, Any]]:
+def _compile_drops(grid: Mapping[str, Any], names: Mapping[str, Any]) -> list[Expr]:
     drops = grid.get("drop") or []
     if isinstance(drops, str):
         drops = [drops]
     out = []
-    for expr in drops:
+    for text in drops:
+        text = str(text)
         try:
-            out.append((expr, compile(str(expr), "<grid.drop>", "eval")))
-        except SyntaxError as e:
-            raise ConfigError(f"grid.drop {expr!r}: not a valid expression ({e.msg})") from e
+            expr = parse_expr(text, dotted=True)
+            expr.check_names(names)  # a typo stops the plan here, before any point is judged
+        except ExprError as e:
+            raise ConfigError(f"grid.drop {text!r}: {e}") from e
+        out.append(expr)
     return out
 
 
-def _dropped(drops: Sequence[tuple[str, Any]], ns: Mapping[str, Any]) -> bool:
-    for expr, code in drops:
+def _dropped(drops: Sequence[Expr], names: Mapping[str, Any]) -> bool:
+    for expr in drops:
         try:
-            if eval(code, {"__builtins__": {"abs": abs, "min": min, "max": max}}, dict(ns)):  # noqa: S307
+            if expr.evaluate(names):
                 return True
-        except Exception as e:  # a typo in a filter must stop the plan, not silently keep points
-            raise ConfigError(f"grid.drop {expr!r}: {type(e).__name__}: {e}") from e
+        except ExprError as e:  # a filter that fails must stop the plan, not silently keep points
+            raise ConfigError(f"grid.drop {expr.source!r}: {e}") from e
     return False
 
 
@@ -232,7 +232,8 @@ def expand(cfg: Mapping[str, Any]) -> Plan:
         [dict(zip(group, vals)) for vals in zip(*(axes[g] for g in group))] for group in groups
     ]
     units += [[{p: v} for v in vals] for p, vals in axes.items() if p not in zipped]
-    drops = _compile_drops(grid)
+    base_names = _names(base, default_seed)
+    drops = _compile_drops(grid, base_names)
     builder = _Builder(base, units, default_seed)
 
     by_id: dict[str, JobSpec] = {}
@@ -249,7 +250,8 @@ def expand(cfg: Mapping[str, Any]) -> Plan:
         point: dict[str, Any] = {}
         for unit, i in zip(units, choice):
             point.update(unit[i])
-        if drops and _dropped(drops, _namespace(point, base, default_seed)):
+        # The point's axes (dotted paths and seed, the filter's own names) over the base config.
+        if drops and _dropped(drops, ChainMap(point, base_names)):
             continue
         n_points += 1
         prune = builder.section("prune", choice)[0] if prune_varies else base["prune"]
