@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 
 from scaling_sweep import config as config_mod
 from scaling_sweep.errors import ConfigError
@@ -226,33 +227,51 @@ def _finish(loaded: Loaded) -> None:
         console.print(t)
     fit_opts = loaded.plain.get("fit") or {}
     if table.num_rows and fit_opts.get("enabled", True):
-        _plots_and_fit(sweep, fit_opts, do_fit=True, required=False)
+        _plots_and_fit(sweep.path, sweep.fit_dir, fit_opts, do_fit=True, required=False)
 
 
-def _plots_and_fit(sweep: SweepDir, fit_opts: dict[str, Any], do_fit: bool, required: bool) -> int:
+def _plots_and_fit(
+    source: Path,
+    out_dir: Path,
+    fit_opts: dict[str, Any],
+    do_fit: bool,
+    required: bool,
+    columns: dict[str, str] | None = None,
+) -> int:
     """Measured-curve plots, then (do_fit) the laws; one live status line while it works."""
     from scaling_sweep import fit
 
+    report = None
     with console.status("plotting…") as line:
-        paths = fit.plot_table(sweep.path, sweep.fit_dir, progress=line.update)
-        report = None
-        if do_fit:
-            laws = fit_opts.get("laws") or ("power", "rosenfeld2020", "pruning2021")
-            try:
+        try:
+            paths = fit.plot_table(
+                source,
+                out_dir,
+                columns=columns,
+                where=fit_opts.get("where"),
+                classes=fit_opts.get("classes"),
+                progress=line.update,
+            )
+            if do_fit:
                 report = fit.fit_table(
-                    sweep.path,
-                    sweep.fit_dir,
-                    laws=laws,
+                    source,
+                    out_dir,
+                    laws=fit_opts.get("laws") or fit.DEFAULT_LAWS,
                     train_on=fit_opts.get("train_on"),
-                    folds=int(fit_opts.get("folds") or 5),
+                    where=fit_opts.get("where"),
+                    folds=int(fit_opts.get("folds", 5)),
+                    bootstrap=int(fit_opts.get("bootstrap", 200)),
+                    classes=fit_opts.get("classes"),
+                    columns=columns,
                     progress=line.update,
                 )
-            except fit.FitError as e:
-                if required:
-                    raise ConfigError(str(e)) from e
-                console.print(f"[yellow]fit skipped[/yellow]: {e}")
+        except fit.FitError as e:
+            if required:
+                raise ConfigError(str(e)) from e
+            console.print(f"[yellow]fit skipped[/yellow]: {escape(str(e))}")
+            paths = []
     if report is not None:
-        console.print(report.summary(), soft_wrap=True)  # lists the files it wrote
+        console.print(escape(report.summary()), soft_wrap=True)  # verdicts first; lists the files it wrote
         paths = [p for p in paths if p not in report.paths]
     for p in paths:
         console.print(f"wrote {p}")
@@ -297,22 +316,49 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_options(args: argparse.Namespace) -> tuple[SweepDir, dict[str, Any]]:
-    loaded = load_existing(args.sweep_dir, args.overrides)
-    if not (loaded.sweep.results_path.exists() or any((loaded.sweep.path / "rows").glob("*.parquet"))):
-        raise ConfigError(f"{loaded.sweep.path}: no rows yet; run or resume the sweep first")
-    _collect(loaded.sweep)
-    return loaded.sweep, dict(loaded.plain.get("fit") or {})
+def _fit_source(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any], dict[str, str]]:
+    """(table source, output directory, fit options, column map) for `fit` and `plot`.
+
+    The source is a sweep directory (its frozen config gives the fit options; overrides may change them) or
+    any results table: a Parquet file, a directory of Parquet files or a CSV (options from `fit.*` overrides).
+    """
+    source = Path(args.source)
+    columns = _column_map(args.column)
+    if (source / "sweep.yaml").is_file():
+        loaded = load_existing(str(source), args.overrides)
+        if not (loaded.sweep.results_path.exists() or any((loaded.sweep.path / "rows").glob("*.parquet"))):
+            raise ConfigError(f"{loaded.sweep.path}: no rows yet; run or resume the sweep first")
+        _collect(loaded.sweep)
+        out = Path(args.out) if args.out else loaded.sweep.fit_dir
+        return loaded.sweep.path, out, dict(loaded.plain.get("fit") or {}), columns
+    if not source.exists():
+        raise ConfigError(
+            f"{source}: no such file or directory; pass a sweep directory, a Parquet file, a directory of "
+            f"Parquet files or a CSV"
+        )
+    out = Path(args.out) if args.out else (source if source.is_dir() else source.parent) / "fit"
+    return source, out, config_mod.fit_options(args.overrides), columns
+
+
+def _column_map(pairs: Sequence[str]) -> dict[str, str]:
+    """--column ours=theirs, repeated, as the fit's {theirs: ours}."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        ours, sep, theirs = pair.partition("=")
+        if not sep or not ours.strip() or not theirs.strip():
+            raise ConfigError(f"--column {pair!r}: write OURS=THEIRS, e.g. --column test_error=err")
+        out[theirs.strip()] = ours.strip()
+    return out
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    sweep, opts = _fit_options(args)
-    return _plots_and_fit(sweep, opts, do_fit=True, required=True)
+    source, out, opts, columns = _fit_source(args)
+    return _plots_and_fit(source, out, opts, do_fit=True, required=True, columns=columns)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    sweep, opts = _fit_options(args)
-    return _plots_and_fit(sweep, opts, do_fit=False, required=True)
+    source, out, opts, columns = _fit_source(args)
+    return _plots_and_fit(source, out, opts, do_fit=False, required=True, columns=columns)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -374,30 +420,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, fn, helptext in (
         ("collect", cmd_collect, "write results.parquet from the rows files"),
-        ("fit", cmd_fit, "fit the scaling laws; writes fit/params.json, quality.md, plots"),
-        ("plot", cmd_plot, "plot the measured curves (no fit)"),
         ("cancel", cmd_cancel, "cancel this sweep's SLURM jobs"),
     ):
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("sweep_dir")
-        if name in ("fit", "plot"):
-            with_overrides(sp)
-        sp.set_defaults(fn=fn, overrides=getattr(sp, "overrides", []))
+        sp.set_defaults(fn=fn, overrides=[])
+
+    for name, fn, helptext in (
+        (
+            "fit",
+            cmd_fit,
+            "fit the scaling laws to a sweep or any results table: params.json, quality.md, plots",
+        ),
+        ("plot", cmd_plot, "plot the measured curves (no fit) of a sweep or any results table"),
+    ):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument(
+            "source", help="a sweep directory, a Parquet file, a directory of Parquet files, or a CSV"
+        )
+        with_overrides(sp)
+        sp.add_argument(
+            "--column",
+            action="append",
+            default=[],
+            metavar="OURS=THEIRS",
+            help="read the table's column THEIRS as our OURS (e.g. test_error=err); repeatable",
+        )
+        sp.add_argument(
+            "--out", help="where params.json, quality.md and the plots go (default: fit/ beside the input)"
+        )
+        sp.set_defaults(fn=fn)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may come after options (`fit DIR --out X fit.folds=0`): argparse leaves those unclaimed.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return int(args.fn(args) or 0)
     except ConfigError as e:
-        console.print(f"[red]error[/red]: {e}", soft_wrap=True)
+        console.print(f"[red]error[/red]: {escape(str(e))}", soft_wrap=True)
         return 2
     except ValueError as e:
         from scaling_sweep.train.options import OptionError
 
         if isinstance(e, OptionError):
-            console.print(f"[red]error[/red]: {e}", soft_wrap=True)
+            console.print(f"[red]error[/red]: {escape(str(e))}", soft_wrap=True)
             return 2
         raise
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,10 @@ class FitOptions:
     enabled: bool = True  # fit and plot at the end of `run`
     laws: list[str] = field(default_factory=lambda: ["power", "rosenfeld2020", "pruning2021"])
     train_on: str | None = None  # extrapolation: fit on rows matching this filter, test on the rest
-    folds: int = 5
+    where: str | None = None  # fit only the rows matching this filter
+    folds: int = 5  # k-fold cross-validation; 0: none
+    bootstrap: int = 200  # replicates for the parameters' 95 % intervals; 0: none
+    classes: int | None = None  # for chance = 1 − 1/classes when the dataset's name does not say
 
 
 @dataclass
@@ -70,7 +74,33 @@ def compose(overrides: Sequence[str], extra_config_dirs: Sequence[str] = ()) -> 
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_one_line(e)) from e
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    check_name(_name(cfg))
     return cfg
+
+
+# One directory under out_dir: no separators, nothing hidden, not `.` or `..`, safe in a shell.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_name(name: Any) -> str:
+    """The sweep name if it is one safe path component (the sweep directory is out_dir/name)."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(
+            f"name={name!r}: a sweep name is one directory under out_dir: a letter or digit, then up to "
+            f"127 letters, digits, '.', '_' or '-' (e.g. name=mnist1d_widths)"
+        )
+    return name
+
+
+def _name(cfg: DictConfig) -> Any:
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    try:
+        return cfg.name
+    except MissingMandatoryValue as e:
+        raise ConfigError("name is not set: pass name=NAME (the sweep directory is out_dir/NAME)") from e
+    except OmegaConfBaseException as e:  # an interpolation in name that does not resolve
+        raise ConfigError(f"name: {_one_line(e)}") from e
 
 
 def _grid_sweeps_as_lists(overrides: list[str]) -> list[str]:
@@ -153,3 +183,20 @@ def from_yaml(text: str) -> DictConfig:
     cfg = OmegaConf.create(text)
     assert isinstance(cfg, DictConfig)
     return cfg
+
+
+def fit_options(overrides: Sequence[str]) -> dict[str, Any]:
+    """`fit.KEY=VALUE` overrides checked against FitOptions (for fitting a table that is not a sweep)."""
+    bad = [o for o in overrides if not o.lstrip("+").startswith("fit.")]
+    if bad:
+        raise ConfigError(
+            f"{bad[0]!r}: fitting a table (not a sweep directory) takes only fit.* overrides, e.g. "
+            f"fit.train_on='width <= 0.5' fit.classes=10"
+        )
+    try:
+        cfg = OmegaConf.merge(
+            OmegaConf.structured(FitOptions), OmegaConf.from_dotlist([o.lstrip("+")[4:] for o in overrides])
+        )
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except Exception as e:
+        raise ConfigError(f"fit options: {_one_line(e)}") from e

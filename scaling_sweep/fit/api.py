@@ -11,12 +11,14 @@ import pandas as pd
 import pyarrow as pa
 
 from scaling_sweep.fit import plots as figures
+from scaling_sweep.fit.bootstrap import Resampler
 from scaling_sweep.fit.errors import FitError
 from scaling_sweep.fit.fitting import fit_task
 from scaling_sweep.fit.laws import SETUPS
-from scaling_sweep.fit.problem import Options, Skip
+from scaling_sweep.fit.problem import Options, Skip, eps0_of
 from scaling_sweep.fit.quality import FitReport, LawFit
 from scaling_sweep.fit.table import Points, load, prepare, query
+from scaling_sweep.fit.verdict import judge, regions
 
 DEFAULT_LAWS = ("power", "rosenfeld2020", "pruning2021")
 LAWS = tuple(SETUPS)
@@ -38,13 +40,15 @@ def fit_table(
     seed: int = 0,
     power_axis: str | None = None,
     plots: bool = True,
+    bootstrap: int = 200,
 ) -> FitReport:
     """Fit the laws the table supports; write params.json, quality.md and the PNGs to out_dir.
 
     A law the table cannot support is skipped with its reason in the report, unless it is the only
     law asked for: then FitError says why. `train_on` (a pandas query such as
     "width <= 0.5 and data_fraction <= 0.25") adds extrapolation μ/σ on the points it leaves out;
-    `where` filters the table first; `folds=0` turns cross-validation off.
+    `where` filters the table first; `folds=0` turns cross-validation off; `bootstrap` replicates give each
+    parameter a 95 % interval (0: none). Every law gets a verdict (verdict.judge) saying what the data support.
     """
     say = progress or _quiet
     laws = _check_laws(laws)
@@ -56,11 +60,15 @@ def fit_table(
         raise FitError(f"power_axis={power_axis!r}: choose n_train or params_total")
     if classes is not None and classes < 2:
         raise FitError(f"classes={classes}: a classifier needs at least 2 classes")
+    if bootstrap < 0 or bootstrap == 1:
+        raise FitError(f"bootstrap={bootstrap}: use 0 (no intervals) or at least 2 replicates")
     say("reading the table")
     points = prepare(load(source, columns), where=where, average_seeds=average_seeds)
     if train_on:
         query(points.frame, train_on, "train_on")  # a typo should fail before minutes of fitting
     opts = Options(classes=classes, power_axis=power_axis)
+    eps0 = _chance(points, classes)
+    resampler = Resampler(points)
 
     fits: dict[str, LawFit] = {}
     skipped: dict[str, str] = {}
@@ -75,8 +83,17 @@ def fit_table(
         hint = None
         for task in tasks:
             fits[task.entry] = fit_task(
-                task, folds=folds, train_on=train_on, n_starts=n_starts, seed=seed, say=say, hint=hint
+                task,
+                folds=folds,
+                train_on=train_on,
+                n_starts=n_starts,
+                seed=seed,
+                say=say,
+                hint=hint,
+                resampler=resampler,
+                replicates=bootstrap,
             )
+            judge(fits[task.entry], points, eps0)
             # The joint pruning law comes first; its parameters are a good start for each configuration's own.
             hint = {k: v for k, (v, _) in fits[task.entry].params.items()} or None
 
@@ -88,6 +105,10 @@ def fit_table(
         n_points=len(points.frame),
         family=points.family,
         notes=points.notes,
+        regions=regions(points, eps0)
+        if "density" in points.frame and (~points.frame["dense"]).any()
+        else None,
+        chance=eps0,
         options={
             "laws": list(laws),
             "train_on": train_on,
@@ -97,13 +118,14 @@ def fit_table(
             "n_starts": n_starts,
             "seed": seed,
             "columns": dict(columns or {}),
+            "bootstrap": bootstrap,
         },
     )
     out_dir = Path(out_dir)
     say(f"writing {out_dir}")
     report.paths = report.write(out_dir)
     if plots:
-        report.paths += figures.fit_figures(points, fits, out_dir, say)
+        report.paths += figures.fit_figures(points, fits, out_dir, say, chance=eps0)
     return report
 
 
@@ -114,12 +136,13 @@ def plot_table(
     columns: Mapping[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
     where: str | None = None,
+    classes: int | None = None,
 ) -> list[Path]:
     """Draw the measured curves (seed means with seed-spread bars), no fit; return the PNG paths written."""
     say = progress or _quiet
     say("reading the table")
     points = prepare(load(source, columns), where=where)
-    return figures.measured_figures(points, Path(out_dir), say)
+    return figures.measured_figures(points, Path(out_dir), say, chance=_chance(points, classes))
 
 
 def fittable(
@@ -154,6 +177,14 @@ def fit_points(
 ) -> Points:
     """The checked, seed-averaged points a fit would use (for notebooks and tests)."""
     return prepare(load(source, columns), where=where, average_seeds=average_seeds)
+
+
+def _chance(points: Points, classes: int | None) -> float | None:
+    """ε0 = 1 − 1/classes from classes= or the dataset's name; None when neither says."""
+    try:
+        return eps0_of(points, Options(classes=classes))
+    except Skip:
+        return None
 
 
 def _check_laws(laws: Sequence[str] | str) -> tuple[str, ...]:

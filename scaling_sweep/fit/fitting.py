@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from scaling_sweep.fit.bootstrap import Interval, Resampler, describe, intervals
 from scaling_sweep.fit.problem import Problem, Task
 from scaling_sweep.fit.quality import LawFit
 from scaling_sweep.fit.table import query
@@ -25,6 +27,8 @@ class Solution:
     theta: np.ndarray
     delta: np.ndarray  # δ on the fitted points
     params: dict[str, tuple[float, float]]  # published name -> (value, standard error)
+    at_bound: frozenset[str] = frozenset()  # free parameters that ended on a bound of their range
+    intervals: dict[str, Interval] = field(default_factory=dict)  # published name -> bootstrap interval
 
 
 def divergence(
@@ -43,25 +47,34 @@ def solve(
     seed: int = 0,
     random_only: bool = False,
     first: Sequence[np.ndarray] = (),
+    cols: dict[str, np.ndarray] | None = None,
+    weights: np.ndarray | None = None,
+    uncertainty: bool = True,
 ) -> Solution:
     """Least squares on problem.frame (or its `rows`, a boolean mask) from `first`, the deterministic starts,
-    then random starts up to n_starts in all; the lowest cost wins."""
-    cols = problem.arrays(rows)
+    then random starts up to n_starts in all; the lowest cost wins.
+
+    `cols` replaces the problem's points (a bootstrap replicate), `weights` multiply each point's squared δ
+    (a configuration drawn twice counts twice)."""
+    cols = problem.arrays(rows) if cols is None else cols
     starts = list(first) + ([] if random_only else list(problem.starts))
     rng = np.random.default_rng(seed)
     lo, hi = problem.box
     starts += [rng.uniform(lo, hi) for _ in range(max(n_starts - len(starts), 0))]
+    root_w = None if weights is None else np.sqrt(weights)
 
     def residuals(theta: np.ndarray) -> np.ndarray:
         # A start far off can overflow; a huge finite residual steers the solver back instead of stopping it.
-        return np.nan_to_num(divergence(problem, theta, cols), nan=1e6, posinf=1e6, neginf=-1e6)
+        r = np.nan_to_num(divergence(problem, theta, cols), nan=1e6, posinf=1e6, neginf=-1e6)
+        return r if root_w is None else r * root_w
 
     jac = "2-point"
     if problem.gradient is not None:
         err = cols["test_error"][:, None]
+        scale = err if root_w is None else err / root_w[:, None]
 
         def jac(theta: np.ndarray) -> np.ndarray:
-            return np.nan_to_num(problem.gradient(theta, cols) / err, nan=0.0, posinf=1e6, neginf=-1e6)
+            return np.nan_to_num(problem.gradient(theta, cols) / scale, nan=0.0, posinf=1e6, neginf=-1e6)
 
     best = None
     for x0 in starts:
@@ -83,7 +96,19 @@ def solve(
         if best is None or res.cost < best.cost - 1e-15:
             best = res
     assert best is not None, "solve needs at least one start"
-    return Solution(theta=best.x, delta=residuals(best.x), params=_uncertainty(problem, best))
+    span = problem.upper - problem.lower
+    at = (best.x - problem.lower < 1e-6 * span) | (problem.upper - best.x < 1e-6 * span)
+    params = (
+        _uncertainty(problem, best)
+        if uncertainty
+        else {k: (v, math.nan) for k, v in problem.public(best.x).items()}
+    )
+    return Solution(
+        theta=best.x,
+        delta=divergence(problem, best.x, cols),
+        params=params,
+        at_bound=frozenset(np.asarray(problem.names)[at]),
+    )
 
 
 def _uncertainty(problem: Problem, res) -> dict[str, tuple[float, float]]:
@@ -160,11 +185,13 @@ def fit_task(
     seed: int,
     say: Say,
     hint: Mapping[str, float] | None = None,
+    resampler: Resampler | None = None,
+    replicates: int = 0,
 ) -> LawFit:
     """Fit every problem of a task and measure the quality of the whole: μ, σ, CV and extrapolation.
 
     `hint`: the parameters of a related fit (the joint law, for the per-configuration fits); each problem
-    starts from it too, and needs fewer other starts.
+    starts from it too, and needs fewer other starts. `replicates` > 0: bootstrap intervals from `resampler`.
     """
     fits, deltas, cv, ex = [], [], [], []
     cv_reason = ex_reason = None
@@ -175,6 +202,13 @@ def fit_task(
         starts = max(1, -(-n_starts // 2)) if first else n_starts
         say(f"fitting {task.entry}{where}: {len(problem.frame)} points, {starts} starts")
         sol = solve(problem, n_starts=starts, seed=seed, first=first)
+        # Seeds are resampled; a table with one run per point falls back to its configurations.
+        configs = resampler is not None and not resampler.has_seeds
+        if replicates and resampler is not None and (resampler.has_seeds or not task.per_config):
+            say(f"bootstrapping {task.entry}{where}: {replicates} replicates")
+            sol.intervals = intervals(
+                problem, sol.theta, resampler, replicates=replicates, configs=configs, seed=seed, solve=solve
+            )
         fits.append(sol)
         deltas.append(sol.delta)
         if folds:
@@ -197,6 +231,7 @@ def fit_task(
             f"configuration, filter on density (e.g. 'density >= 0.2')"
         )
     task.notes.extend(_bound_notes(task, fits))
+    drawn = [f for f in fits if f.intervals]
     return LawFit.build(
         task,
         fits,
@@ -205,6 +240,7 @@ def fit_task(
         cv_reason=cv_reason if not cv else None,
         extrapolation=np.concatenate(ex) if ex else None,
         extrapolation_reason=ex_reason if not ex else None,
+        bootstrap=describe(configs, replicates) if drawn else None,
     )
 
 
@@ -212,10 +248,8 @@ def _bound_notes(task: Task, fits: list[Solution]) -> list[str]:
     """Name the parameters that ended on a bound: the unconstrained optimum lies beyond it (or the data leave
     the parameter free), so the value is a limit, not an estimate."""
     hits: dict[str, int] = {}
-    for problem, sol in zip(task.problems, fits):
-        span = problem.upper - problem.lower
-        at = (sol.theta - problem.lower < 1e-6 * span) | (problem.upper - sol.theta < 1e-6 * span)
-        for name in np.asarray(problem.names)[at]:
+    for sol in fits:
+        for name in sorted(sol.at_bound):
             hits[name] = hits.get(name, 0) + 1
     if not hits:
         return []

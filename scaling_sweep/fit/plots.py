@@ -18,10 +18,12 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from scaling_sweep.fit import forms
 from scaling_sweep.fit.quality import LawFit
 from scaling_sweep.fit.table import Points
+from scaling_sweep.fit.verdict import PLATEAU_MARGIN, classify
 
 FIGSIZE_IN, DPI = (10.0, 20.0 / 3.0), 120  # every PNG is 1200 x 800 pixels
 SIZE_PX = (1200, 800)
@@ -36,14 +38,16 @@ LAW_COLORS = {
 Say = Callable[[str], None]
 
 
-def measured_figures(points: Points, out_dir: Path, say: Say) -> list[Path]:
+def measured_figures(points: Points, out_dir: Path, say: Say, chance: float | None = None) -> list[Path]:
     """The measured curves only: error vs density per configuration, vs n_train per width, vs params per fraction."""
-    return _all(points, out_dir, say, fits={}, prefix="")
+    return _all(points, out_dir, say, fits={}, prefix="", chance=chance)
 
 
-def fit_figures(points: Points, fits: Mapping[str, LawFit], out_dir: Path, say: Say) -> list[Path]:
+def fit_figures(
+    points: Points, fits: Mapping[str, LawFit], out_dir: Path, say: Say, chance: float | None = None
+) -> list[Path]:
     """Measured curves with the fitted laws, the collapse against m*, and predicted vs measured."""
-    paths = _all(points, out_dir, say, fits=fits, prefix="fit_")
+    paths = _all(points, out_dir, say, fits=fits, prefix="fit_", chance=chance)
     if "pruning2021" in fits:
         say("plotting the collapse against m*")
         paths.append(collapse(points, fits["pruning2021"], out_dir / "fit_collapse.png"))
@@ -53,11 +57,13 @@ def fit_figures(points: Points, fits: Mapping[str, LawFit], out_dir: Path, say: 
     return paths
 
 
-def _all(points: Points, out_dir: Path, say: Say, *, fits: Mapping[str, LawFit], prefix: str) -> list[Path]:
+def _all(
+    points: Points, out_dir: Path, say: Say, *, fits: Mapping[str, LawFit], prefix: str, chance: float | None
+) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     say("plotting error vs density")
-    paths.append(density_curves(points, out_dir / f"{prefix}error_vs_density.png", fits))
+    paths.append(density_curves(points, out_dir / f"{prefix}error_vs_density.png", fits, chance))
     say("plotting error vs training-set size")
     paths.append(size_curves(points, out_dir / f"{prefix}error_vs_n_train.png", "n_train", fits))
     say("plotting error vs parameter count")
@@ -194,11 +200,20 @@ def _panel_title(col: str | None, value) -> str:
 # ---------------------------------------------------------------- the figures
 
 
-def density_curves(points: Points, path: Path, fits: Mapping[str, LawFit]) -> Path | None:
-    """Error vs density, one line per configuration, one panel per training-set size (log-log)."""
+def density_curves(
+    points: Points, path: Path, fits: Mapping[str, LawFit], chance: float | None = None
+) -> Path | None:
+    """Error vs density, one line per configuration, one panel per training-set size (log-log).
+
+    The regions show: hollow markers sit on the low-error plateau (within noise of ε_np), filled ones above it,
+    and the shaded band is the high-error plateau (within 5 % of chance)."""
     frame = points.frame
     if "density" not in frame or frame["density"].round(9).nunique() < 2:
         return None
+    known = np.isfinite(frame["eps_np"])
+    low = np.zeros(len(frame), dtype=bool)
+    low[known.to_numpy()] = classify(frame[known], chance) == "low"
+    frame = frame.assign(_low=low)
     joint, per_config = fits.get("pruning2021"), fits.get("pruning2021/config")
     col, values = _panels(frame)
     fig, axes = _figure(len(values))
@@ -208,6 +223,17 @@ def density_curves(points: Points, path: Path, fits: Mapping[str, LawFit]) -> Pa
         for _, rows in sub.groupby("config", sort=True):
             color, marker = style.color(rows), style.marker(rows)
             _errorbar(ax, rows, "density", color, marker, line=not (joint or per_config))
+            plateau = rows[rows["_low"]]
+            ax.scatter(
+                plateau["density"],
+                plateau["test_error"],
+                marker=marker,
+                s=18,
+                facecolors="white",
+                edgecolors=[color],
+                linewidths=0.9,
+                zorder=3,
+            )
             grid = np.geomspace(rows["density"].min() / 1.5, 1.0, 120)
             curve = rows.iloc[[0] * len(grid)].assign(density=grid)
             if joint is not None and np.isfinite(rows["eps_np"].iloc[0]):
@@ -216,11 +242,21 @@ def density_curves(points: Points, path: Path, fits: Mapping[str, LawFit]) -> Pa
                 y = per_config.predict(curve)
                 if np.isfinite(y).all():
                     ax.plot(grid, y, color=color, lw=1.0, ls=":")
+        if chance is not None:
+            ax.axhspan((1 - PLATEAU_MARGIN) * chance, chance, color="0.5", alpha=0.15, lw=0)
+            ax.axhline(chance, color="0.4", ls="--", lw=0.8)
         _log_axes(ax)
         ax.set_title(_panel_title(col, value))
         ax.set_xlabel("density (fraction of weights kept)")
         ax.set_ylabel("test error")
     handles = style.handles()
+    handles.append(
+        Line2D([], [], color="black", marker="o", mfc="white", lw=0, label="low-error plateau (open)")
+    )
+    if chance is not None:
+        handles.append(
+            Patch(color="0.5", alpha=0.3, label=f"within {PLATEAU_MARGIN:.0%} of chance ({chance:.3g})")
+        )
     if joint is not None:
         handles.append(Line2D([], [], color="black", lw=1.4, label="joint law (2021)"))
     if per_config is not None:

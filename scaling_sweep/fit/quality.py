@@ -62,6 +62,21 @@ class LawFit:
     points: pd.DataFrame = field(repr=False)  # fitted points with `predicted` and `delta`
     # ê on any points that have the law's columns (for curves)
     predict: Callable[[pd.DataFrame], np.ndarray] = field(repr=False)
+    n_free: int = 0  # free parameters in all (summed over configurations for per-configuration fits)
+    intervals: dict[str, Any] = field(default_factory=dict)  # published name -> bootstrap Interval
+    at_bound: frozenset[str] = frozenset()  # parameters that ended on a bound of their range
+    bootstrap: str | None = None  # how the intervals were drawn
+    extrapolation_deltas: np.ndarray | None = field(default=None, repr=False)
+    judgement: Any = None  # verdict.Judgement, set by verdict.judge
+    regions: pd.DataFrame | None = field(default=None, repr=False)  # per configuration (pruning laws)
+
+    @property
+    def verdict(self) -> str | None:
+        return None if self.judgement is None else self.judgement.verdict
+
+    @property
+    def verdict_reason(self) -> str | None:
+        return None if self.judgement is None else self.judgement.reason
 
     @classmethod
     def build(
@@ -74,6 +89,7 @@ class LawFit:
         cv_reason: str | None,
         extrapolation: np.ndarray | None,
         extrapolation_reason: str | None,
+        bootstrap: str | None = None,
     ) -> LawFit:
         problems = task.problems
         points = pd.concat([p.frame for p in problems])
@@ -85,6 +101,7 @@ class LawFit:
                 return problem.predict(sol.theta, pts)
 
             params, configs = sol.params, []
+            intervals, at_bound = sol.intervals, sol.at_bound
         else:
             by_config = {int(p.frame["config"].iloc[0]): (p, s) for p, s in zip(problems, solutions)}
 
@@ -96,12 +113,19 @@ class LawFit:
                         out[idx] = p.predict(s.theta, pts.iloc[idx])
                 return out
 
-            params = {}
-            configs = []
+            params, configs, intervals, at_bound = {}, [], {}, frozenset()
             for p, s in zip(problems, solutions):
                 mu, sigma = spread(s.delta)
                 configs.append(
-                    {"config": p.label, "params": s.params, "points": len(p.frame), "mu": mu, "sigma": sigma}
+                    {
+                        "config": p.label,
+                        "params": s.params,
+                        "intervals": s.intervals,
+                        "at_bound": s.at_bound,
+                        "points": len(p.frame),
+                        "mu": mu,
+                        "sigma": sigma,
+                    }
                 )
         mu, sigma = spread(delta)
         seed_sigma, noise_floor = _seed_noise(points)
@@ -124,11 +148,21 @@ class LawFit:
             label={} if task.per_config else dict(problems[0].label),
             points=points,
             predict=predict,
+            n_free=sum(p.n_free for p in problems),
+            intervals=intervals,
+            at_bound=at_bound,
+            bootstrap=bootstrap,
+            extrapolation_deltas=extrapolation,
         )
 
     def to_json(self) -> dict[str, Any]:
+        j = self.judgement
         return {
-            "params": {k: {"value": v, "stderr": e} for k, (v, e) in self.params.items()},
+            "verdict": self.verdict,
+            "verdict_reason": self.verdict_reason,
+            "misfit_test": None if j is None else (j.test or None),
+            "params": _params_json(self.params, self.intervals, j.constrained if j else {}),
+            "bootstrap": self.bootstrap,
             "pinned": self.pinned,
             "covers": self.label,
             "points": self.n_points,
@@ -148,10 +182,35 @@ class LawFit:
             "noise_floor": self.noise_floor,
             "notes": self.notes,
             "configs": [
-                {**c, "params": {k: {"value": v, "stderr": e} for k, (v, e) in c["params"].items()}}
+                {
+                    "config": c["config"],
+                    "verdict": c.get("verdict"),
+                    "params": _params_json(c["params"], c["intervals"], c.get("constrained", {})),
+                    "points": c["points"],
+                    "mu": c["mu"],
+                    "sigma": c["sigma"],
+                }
                 for c in self.configs
             ],
         }
+
+
+def _params_json(
+    params: dict[str, tuple[float, float]], intervals: dict[str, Any], constrained: dict[str, Any]
+) -> dict[str, Any]:
+    """value, stderr (the bootstrap's where there is one, else the Jacobian's), ci95, constrained and why not."""
+    out = {}
+    for name, (value, stderr) in params.items():
+        iv = intervals.get(name)
+        c = constrained.get(name)
+        out[name] = {
+            "value": value,
+            "stderr": iv.std if iv is not None else stderr,
+            "ci95": None if iv is None else [iv.low, iv.high],
+            "constrained": None if c is None else c.constrained,
+            "unconstrained_because": None if c is None or c.constrained else c.why,
+        }
+    return out
 
 
 def _seed_noise(points: pd.DataFrame) -> tuple[float | None, float | None]:
@@ -176,6 +235,9 @@ class FitReport:
     options: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    # per configuration: which regions of the pruning curve its points reach (None without pruned rows)
+    regions: pd.DataFrame | None = None
+    chance: float | None = None  # ε0 = 1 − 1/classes, when known
 
     def to_json(self) -> dict[str, Any]:
         return _finite(
@@ -186,14 +248,23 @@ class FitReport:
                 "points": self.n_points,
                 "options": self.options,
                 "notes": self.notes,
+                "chance": self.chance,
+                "verdicts": {name: f.verdict for name, f in self.fits.items()},
                 "laws": {name: f.to_json() for name, f in self.fits.items()},
+                "regions": None if self.regions is None else self.regions.to_dict(orient="records"),
                 "skipped": self.skipped,
             }
         )
 
+    def verdict_lines(self) -> list[str]:
+        """One line per law: its verdict and why, in plain words; what a reader must see before any number."""
+        return [f"{f.law}: {f.verdict.upper()}: {f.verdict_reason}" for f in self.fits.values() if f.verdict]
+
     def summary(self) -> str:
         head = f"fit of {self.source}: {self.rows} rows, {self.n_points} points" + _family_text(self.family)
-        lines = [head]
+        lines = [head] + self.verdict_lines()
+        if self.regions is not None:
+            lines += region_lines(self.regions)
         if self.fits:
             lines += _table(self)
         else:
@@ -260,6 +331,28 @@ def quality_markdown(report: FitReport) -> str:
         f"Source: `{report.source}`{_family_text(report.family)}: {report.rows} rows, "
         f"{report.n_points} points ({'seeds averaged' if report.options.get('average_seeds', True) else 'every run'}).",
         "",
+    ]
+    if report.fits:
+        out += ["## Verdicts", ""] + [
+            f"- **{line.split(': ', 2)[0]}**: {line.split(': ', 1)[1]}" for line in report.verdict_lines()
+        ]
+        out += [
+            "",
+            "ok: every parameter is constrained and the residuals are what seed noise explains; "
+            "unconstrained: some parameter is not pinned down by these data (read it as unknown); misfit: "
+            "the residuals are larger than seed noise explains (the law does not describe the data). "
+            "See docs/fitting.md.",
+            "",
+        ]
+    if report.regions is not None:
+        out += (
+            ["## Regions each configuration reaches", ""]
+            + region_markdown(report.regions, report.chance)
+            + [""]
+        )
+    out += [
+        "## Fit quality",
+        "",
         "δ = (ê − ε)/ε at each fitted point; μ = mean δ, σ = std δ. CV: k-fold cross-validated δ on held-out "
         "points. Extrap.: δ on the points `train_on` left out. Seed σ: seed-to-seed spread of one run; "
         "(floor): the σ the fitted points carry from seed noise alone.",
@@ -284,10 +377,23 @@ def quality_markdown(report: FitReport) -> str:
     out += ["", "## Parameters", ""]
     for fit in report.fits.values():
         out += [f"### {fit.law}", ""]
+        if fit.bootstrap:
+            out += [f"Intervals: 95 % percentile intervals from {fit.bootstrap}.", ""]
         if fit.params:
-            out += ["| parameter | value | ± (1 s.e.) |", "|---|---|---|"]
-            out += [f"| {PRETTY.get(k, k)} | {v:.6g} | {e:.3g} |" for k, (v, e) in fit.params.items()]
-            out += [f"| {PRETTY.get(k, k)} | {v:.6g} | pinned |" for k, v in fit.pinned.items()]
+            cons = fit.judgement.constrained if fit.judgement else {}
+            out += [
+                "| parameter | value | ± (1 s.e.) | 95 % interval | constrained |",
+                "|---|---|---|---|---|",
+            ]
+            for k, (v, e) in fit.params.items():
+                iv = fit.intervals.get(k)
+                c = cons.get(k)
+                out.append(
+                    f"| {PRETTY.get(k, k)} | {v:.6g} | {iv.std if iv else e:.3g} | "
+                    f"{f'[{iv.low:.4g}, {iv.high:.4g}]' if iv else '–'} | "
+                    f"{'–' if c is None else ('yes' if c.constrained else 'no: ' + c.why)} |"
+                )
+            out += [f"| {PRETTY.get(k, k)} | {v:.6g} | pinned | | |" for k, v in fit.pinned.items()]
         if fit.configs:
             label_cols = [k for k in fit.configs[0]["config"] if _varies(fit.configs, k)] or list(
                 fit.configs[0]["config"]
@@ -295,17 +401,79 @@ def quality_markdown(report: FitReport) -> str:
             names = list(fit.configs[0]["params"])
             out += [
                 "| "
-                + " | ".join(label_cols + [PRETTY.get(n, n) for n in names] + ["points", "μ", "σ"])
+                + " | ".join(label_cols + [PRETTY.get(n, n) for n in names] + ["points", "μ", "σ", "verdict"])
                 + " |",
-                "|" + "---|" * (len(label_cols) + len(names) + 3),
+                "|" + "---|" * (len(label_cols) + len(names) + 4),
             ]
             for c in fit.configs:
                 cells = [_fmt(c["config"].get(k)) for k in label_cols]
-                cells += [f"{c['params'][n][0]:.4g} ± {c['params'][n][1]:.2g}" for n in names]
-                cells += [str(c["points"]), pct(c["mu"], True), pct(c["sigma"])]
+                cells += [_param_cell(c, n) for n in names]
+                cells += [str(c["points"]), pct(c["mu"], True), pct(c["sigma"]), str(c.get("verdict", "–"))]
                 out.append("| " + " | ".join(cells) + " |")
+            out += ["", "A parameter marked * is not constrained by that configuration's data."]
         out.append("")
     return "\n".join(out)
+
+
+def _param_cell(c: dict[str, Any], name: str) -> str:
+    value, stderr = c["params"][name]
+    iv = c["intervals"].get(name)
+    spread_text = f"[{iv.low:.3g}, {iv.high:.3g}]" if iv else f"± {stderr:.2g}"
+    loose = c.get("constrained", {}).get(name)
+    return f"{value:.4g} {spread_text}" + (" *" if loose is not None and not loose.constrained else "")
+
+
+REGION_HEADER = ["lowest density", "highest error", "ε_np", "low", "power", "high", "reaches"]
+
+
+def _region_cells(row: dict[str, Any]) -> list[str]:
+    reached = [r for r in ("low", "power", "high") if row[r] >= (2 if r == "power" else 1)]
+    return [
+        f"{row['min_density']:.3g}",
+        f"{row['max_error']:.3g}",
+        f"{row['eps_np']:.3g}",
+        str(row["low"]),
+        str(row["power"]),
+        str(row["high"]),
+        "all three" if len(reached) == 3 else (", ".join(reached) or "none"),
+    ]
+
+
+def _region_labels(regions: pd.DataFrame) -> list[str]:
+    cols = [
+        c for c in regions.columns if c not in ("eps_np", "min_density", "max_error", "low", "power", "high")
+    ]
+    return [c for c in cols if regions[c].astype(str).nunique() > 1] or cols[:1]
+
+
+def region_lines(regions: pd.DataFrame) -> list[str]:
+    """'regions: 2 of 9 configurations reach all three (width=0.25 fraction=1, ...)' for the terminal."""
+    labels = _region_labels(regions)
+    full = [
+        " ".join(f"{c}={_fmt(r[c])}" for c in labels)
+        for r in regions.to_dict(orient="records")
+        if r["low"] >= 1 and r["power"] >= 2 and r["high"] >= 1
+    ]
+    high = int((regions["high"] >= 1).sum())
+    line = (
+        f"regions: {len(full)} of {len(regions)} configurations reach all three (low plateau, power law, "
+        f"high plateau){': ' + '; '.join(full) if full else ''}; {high} reach the high-error plateau"
+    )
+    return [line]
+
+
+def region_markdown(regions: pd.DataFrame, chance: float | None) -> list[str]:
+    labels = _region_labels(regions)
+    out = [
+        "Points (seed means) per region: low = within noise of ε_np (the low-error plateau), high = within 5 % "
+        f"of chance{f' ({chance:.3g})' if chance else ' (unknown: pass classes=)'}, power = in between.",
+        "",
+        "| " + " | ".join(labels + REGION_HEADER) + " |",
+        "|" + "---|" * (len(labels) + len(REGION_HEADER)),
+    ]
+    for r in regions.to_dict(orient="records"):
+        out.append("| " + " | ".join([_fmt(r[c]) for c in labels] + _region_cells(r)) + " |")
+    return out
 
 
 def _varies(configs: list[dict[str, Any]], key: str) -> bool:

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from scaling_sweep.expr import ExprError
+from scaling_sweep.expr import parse as parse_expr
 from scaling_sweep.fit.errors import FitError
 from scaling_sweep.results import read_table
 
@@ -40,6 +42,9 @@ class Points:
     # config columns, density, dense, test_error, config (id), eps_np (its mean dense error), seeds (runs at this
     # point), seed_std and seed_rel (their spread), runs (how many runs this row averages)
     frame: pd.DataFrame
+    # one row per run at a point: row (its frame row), config, trajectory (the seed, or the run's rank at its
+    # point when the table has no seed column), dense, test_error. What the bootstrap resamples.
+    runs: pd.DataFrame
     config_columns: list[str]  # the CONFIG_COLUMNS this table has
     family: dict[str, Any]  # the one value of each FAMILY_COLUMNS present
     rows: int  # rows of the table after `where`
@@ -66,10 +71,16 @@ def load(source: Any, columns: Mapping[str, str] | None = None) -> pd.DataFrame:
 
 def _read_path(path: Path) -> pa.Table:
     if not path.exists():
-        raise FitError(f"{path}: no such file or directory; pass a sweep directory, a Parquet file or a CSV")
+        raise FitError(
+            f"{path}: no such file or directory; pass a sweep directory, a Parquet file, a directory of "
+            f"Parquet files or a CSV"
+        )
     if path.is_dir():
         rows_dir, collected = path / "rows", path / "results.parquet"
         has_rows = rows_dir.is_dir() and any(rows_dir.glob("*.parquet"))
+        own = sorted(path.glob("*.parquet"))
+        if not has_rows and not collected.is_file() and own:
+            return _read_parquet_files(own)
         # results.parquet is a snapshot written by `collect`; rows/ is the truth. Renaming a rows file into
         # place bumps the directory's mtime, so a snapshot older than rows/ may miss jobs: read rows then.
         if collected.is_file() and (not has_rows or collected.stat().st_mtime >= rows_dir.stat().st_mtime):
@@ -82,6 +93,18 @@ def _read_path(path: Path) -> pa.Table:
         return read_table(path)
     except (OSError, ValueError, pa.ArrowException) as e:
         raise FitError(f"{path}: cannot read the table ({str(e).splitlines()[0]})") from e
+
+
+def _read_parquet_files(paths: list[Path]) -> pa.Table:
+    """A directory of someone's Parquet files (not a sweep's): their union, columns promoted to a common type."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pa.concat_tables([pq.read_table(p) for p in paths], promote_options="permissive")
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise FitError(
+            f"{paths[0].parent}: cannot read its Parquet files as one table ({str(e).splitlines()[0]})"
+        ) from e
 
 
 def _rename(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
@@ -151,29 +174,44 @@ def prepare(df: pd.DataFrame, *, where: str | None = None, average_seeds: bool =
     # Seed-to-seed spread of one run, relative to the point's mean: the noise floor a fit's σ compares to.
     stats = df.groupby(keys)["test_error"].agg(seeds="count", seed_std="std", _mean="mean").reset_index()
     stats = stats.assign(seed_rel=stats["seed_std"] / stats["_mean"]).drop(columns="_mean")
+    # A run is one trajectory (a seed) of one configuration: its rows share the seed's noise and, through its
+    # dense row, the ε_np of every pruned point. The bootstrap resamples whole trajectories.
+    df = df.assign(trajectory=df["seed"] if "seed" in df.columns else df.groupby(keys).cumcount())
     if average_seeds:
         frame = _mean_by(df, keys).merge(stats, on=keys)
         frame = frame.assign(runs=frame["seeds"])
+        run_keys = keys
     else:
         frame = df.merge(stats, on=keys).assign(runs=1)
+        run_keys = keys + ["trajectory"]
     eps_np = frame[frame["dense"]].groupby("config")["test_error"].mean().rename("eps_np")
-    frame = frame.drop(columns=["_dkey"]).merge(eps_np, on="config", how="left")
+    frame = frame.merge(eps_np, on="config", how="left")
     frame = frame.sort_values(["config", "density"], ascending=[True, False], ignore_index=True)
-    return Points(frame=frame, config_columns=config_cols, family=family, rows=n_rows, notes=notes)
+    rows = frame[run_keys].assign(row=np.arange(len(frame)))
+    runs = df[run_keys + (["trajectory"] if average_seeds else []) + ["dense", "test_error"]].merge(
+        rows, on=run_keys
+    )
+    runs = runs[["row", "config", "trajectory", "dense", "test_error"]].sort_values("row", ignore_index=True)
+    frame = frame.drop(columns=["_dkey"])
+    return Points(frame=frame, runs=runs, config_columns=config_cols, family=family, rows=n_rows, notes=notes)
 
 
 def query(df: pd.DataFrame, expr: str, option: str) -> pd.DataFrame:
-    """df.query(expr) with a one-line FitError when the expression is not valid on this table."""
+    """The rows of df where the filter `expr` holds, in the language of scaling_sweep.expr over the
+    table's columns (never pandas' query, whose `@` and attribute access run code); one-line FitError
+    when the expression is not valid on this table."""
+    columns = {str(c): df[c] for c in df.columns}
     try:
-        out = df.query(expr)
-    except Exception as e:  # pandas raises many kinds (SyntaxError, UndefinedVariableError, TypeError)
+        mask = parse_expr(expr).evaluate(columns)
+    except ExprError as e:
         raise FitError(
-            f"{option}={expr!r} is not a valid filter on this table ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); columns: {_names(df)}"
+            f"{option}={expr!r} is not a valid filter on this table ({e}); columns: {_names(df)}"
         ) from e
-    if not isinstance(out, pd.DataFrame) or len(out.columns) != len(df.columns):
+    if isinstance(mask, (bool, np.bool_)):  # a filter without columns keeps all rows or none
+        return df if mask else df.iloc[:0]
+    if not isinstance(mask, pd.Series) or str(mask.dtype) not in ("bool", "boolean"):
         raise FitError(f"{option}={expr!r} must be a boolean condition such as 'width <= 0.5'")
-    return out
+    return df[mask.fillna(False).astype(bool)]
 
 
 def _numeric(df: pd.DataFrame) -> pd.DataFrame:

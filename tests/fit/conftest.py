@@ -83,8 +83,9 @@ def make_pruning(
     fractions=(1.0,),
     levels: int = 41,
     params: dict | None = None,
+    rate: float = 0.2,
 ) -> pd.DataFrame:
-    """The joint 2021 law over (depth, width, fraction) configurations, IMP densities 0.8^0..0.8^(levels−1)."""
+    """The joint 2021 law over (depth, width, fraction) configurations, IMP densities (1−rate)^0..^(levels−1)."""
     p = {**PRUNING, **(params or {})}
     rng = np.random.default_rng(seed)
     rows = []
@@ -94,10 +95,15 @@ def make_pruning(
                 eps_np = 0.04 + 0.05 * width**-0.5 * depth**-0.3 + 0.03 * f**-0.5
                 for s in range(seeds):
                     for level in range(levels):
-                        d = 0.8**level
+                        d = (1 - rate) ** level
                         m = forms.invariant(d, depth, width, phi=p["phi"], psi=p["psi"])
-                        err = forms.pruning2021(
-                            m, eps_np=eps_np, eps_up=p["eps_up"], gamma=p["gamma"], p=p["p_prime"]
+                        # The dense error is ε_np itself: the law takes it as measured, it does not predict it.
+                        err = (
+                            eps_np
+                            if level == 0
+                            else forms.pruning2021(
+                                m, eps_np=eps_np, eps_up=p["eps_up"], gamma=p["gamma"], p=p["p_prime"]
+                            )
                         )
                         rows.append(
                             {

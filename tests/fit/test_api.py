@@ -134,4 +134,4 @@ def test_fittable_says_which_laws_a_table_supports_without_fitting(small_real_li
     assert verdict["rosenfeld2020"] == "the dense table has 6 points; 5 parameters need at least 7"
     assert verdict["power"].startswith("needs >= 4 distinct")
     tiny = fittable(make.pruning(depths=(2,), widths=(1.0,), levels=3), laws=("pruning2021",))
-    assert tiny == {"pruning2021": "the pruned table has 3 points; 3 parameters need at least 5"}
+    assert tiny == {"pruning2021": "the pruned table has 2 points; 3 parameters need at least 5"}
