@@ -18,8 +18,8 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
 def test_plan_reports_points_folding_and_first_jobs(capsys, tmp_path):
     code, out = run_cli(capsys, "plan", f"out_dir={tmp_path}", "+grid.prune.density=[1,0.8,0.64]")
     assert code == 0
-    assert "54 grid points -> 18 jobs (36 density points folded into IMP trajectories)" in out
-    assert "pending 18" in out and "to run 18" in out
+    assert "81 grid points -> 27 jobs (54 density points folded into IMP trajectories)" in out
+    assert "pending 27" in out and "to run 27" in out
     assert not (tmp_path / "mnist1d_imp").exists()  # plan changes nothing
 
 

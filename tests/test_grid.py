@@ -9,13 +9,14 @@ from scaling_sweep.grid import expand
 from tests.conftest import composed
 
 
-def test_default_sweep_is_3_widths_x_3_fractions_x_2_seeds():
+def test_default_sweep_is_3_widths_x_3_fractions_x_3_seeds():
     plan = expand(composed())
-    assert len(plan.specs) == 18 == plan.n_points
+    assert len(plan.specs) == 27 == plan.n_points
     assert {s.model["width"] for s in plan.specs} == {0.25, 0.5, 1.0}
     assert {s.data["fraction"] for s in plan.specs} == {0.25, 0.5, 1.0}
-    assert {s.seed for s in plan.specs} == {0, 1}
-    assert all(s.prune["levels"] == 8 for s in plan.specs)
+    assert {s.seed for s in plan.specs} == {0, 1, 2}
+    assert all(s.prune["levels"] == 16 and s.prune["rate"] == 0.4 for s in plan.specs)
+    assert all(s.prune["include_output_layer"] and s.prune["stop_at_chance"] == 2 for s in plan.specs)
 
 
 def test_int_and_float_axis_values_are_one_job():
@@ -51,7 +52,7 @@ def test_zip_of_unequal_lengths_is_refused():
 
 def test_drop_filter_removes_points():
     plan = expand(composed("+grid.drop=['model.width > 0.5 and data.fraction < 0.5']"))
-    assert len(plan.specs) == 16
+    assert len(plan.specs) == 24
     assert not any(s.model["width"] == 1.0 and s.data["fraction"] == 0.25 for s in plan.specs)
 
 
@@ -61,17 +62,19 @@ def test_drop_with_a_typo_stops_the_plan():
 
 
 def test_imp_densities_fold_into_one_trajectory_per_point():
-    plan = expand(composed("+grid.prune.density=[1,0.8,0.64,0.262]", "grid.seed=[0]"))
+    plan = expand(composed("+grid.prune.density=[1,0.8,0.64,0.262]", "grid.seed=[0]", "prune.rate=0.2"))
     assert plan.n_points == 36 and len(plan.specs) == 9 and plan.folded == 27
-    # 0.262 needs 6 levels (0.8^6 = 0.2621...); the sweep's prune.levels=8 goes deeper and wins.
-    assert {s.prune["levels"] for s in plan.specs} == {8}
+    # 0.262 needs 6 levels (0.8^6 = 0.2621...); the sweep's prune.levels=16 goes deeper and wins.
+    assert {s.prune["levels"] for s in plan.specs} == {16}
     assert {s.prune["density"] for s in plan.specs} == {None}
-    deeper = expand(composed("+grid.prune.density=[1,0.1]", "grid.seed=[0]", "prune.levels=0"))
+    deeper = expand(
+        composed("+grid.prune.density=[1,0.1]", "grid.seed=[0]", "prune.levels=0", "prune.rate=0.2")
+    )
     assert {s.prune["levels"] for s in deeper.specs} == {11}  # 0.8^11 = 0.086 <= 0.1 < 0.8^10
 
 
 def test_folded_trajectory_is_the_same_job_as_levels():
-    by_density = expand(composed("+grid.prune.density=[0.8,0.64]", "prune.levels=0"))
+    by_density = expand(composed("+grid.prune.density=[0.6,0.36]", "prune.levels=0"))
     by_levels = expand(composed("prune.levels=2"))
     assert {s.job_id for s in by_density.specs} == {s.job_id for s in by_levels.specs}
 

@@ -139,17 +139,17 @@ def intervals(
             first=[theta],
             uncertainty=False,
         )
-        draws.append([v for v, _ in sol.params.values()])
-    full = problem.public(theta)
-    names = list(full)
+        draws.append(sol.theta)
     if len(draws) < 2:
         return {}
-    values = np.asarray(draws)
+    thetas = np.asarray(draws)
     n = resampler.seeds_of(problem.frame["config"].unique())
     if not configs and n > 1:
-        # A bootstrap over n seeds has (n-1)/n of their variance; undo it around the full fit.
-        centre = np.array([full[k] for k in names])
-        values = centre + (values - centre) * np.sqrt(n / (n - 1))
+        # A bootstrap over n seeds has (n-1)/n of their variance; undo it around the full fit. In the fit's
+        # own (mostly logarithmic) coordinates, so a positive parameter's interval stays positive.
+        thetas = np.clip(theta + (thetas - theta) * np.sqrt(n / (n - 1)), problem.lower, problem.upper)
+    names = list(problem.public(theta))
+    values = np.array([list(problem.public(t).values()) for t in thetas])
     lo, hi = 50 * (1 - LEVEL), 50 * (1 + LEVEL)
     return {
         name: Interval(

@@ -311,10 +311,13 @@ def _row(fit: LawFit) -> list[str]:
     cv = f"{pct(fit.cv[0], True)} / {pct(fit.cv[1])}" if fit.cv else "–"
     ex = f"{pct(fit.extrapolation[0], True)} / {pct(fit.extrapolation[1])}" if fit.extrapolation else "–"
     seed = f"{pct(fit.seed_sigma)} ({pct(fit.noise_floor)})" if fit.seed_sigma is not None else "–"
-    return [fit.law, str(fit.n_points), pct(fit.mu, True), pct(fit.sigma), cv, ex, seed]
+    test = fit.judgement.test if fit.judgement is not None else {}
+    noise = pct(test.get("expected_sigma")) if test else "–"
+    return [fit.law, str(fit.n_points), pct(fit.mu, True), pct(fit.sigma), noise, cv, ex, seed]
 
 
-HEADER = ["law", "points", "μ", "σ", "CV μ / σ", "extrap. μ / σ", "seed σ (floor)"]
+# noise σ: the σ seed noise alone would give these residuals, ε_np's noise included (the misfit test's yardstick)
+HEADER = ["law", "points", "μ", "σ", "noise σ", "CV μ / σ", "extrap. μ / σ", "seed σ (floor)"]
 
 
 def _table(report: FitReport) -> list[str]:
@@ -353,7 +356,8 @@ def quality_markdown(report: FitReport) -> str:
     out += [
         "## Fit quality",
         "",
-        "δ = (ê − ε)/ε at each fitted point; μ = mean δ, σ = std δ. CV: k-fold cross-validated δ on held-out "
+        "δ = (ê − ε)/ε at each fitted point; μ = mean δ, σ = std δ. Noise σ: the σ seed noise alone would give "
+        "δ (counting the noise of each configuration's ε_np); a law that holds has σ near it. CV: k-fold cross-validated δ on held-out "
         "points. Extrap.: δ on the points `train_on` left out. Seed σ: seed-to-seed spread of one run; "
         "(floor): the σ the fitted points carry from seed noise alone.",
         "",
@@ -443,7 +447,10 @@ def _region_labels(regions: pd.DataFrame) -> list[str]:
     cols = [
         c for c in regions.columns if c not in ("eps_np", "min_density", "max_error", "low", "power", "high")
     ]
-    return [c for c in cols if regions[c].astype(str).nunique() > 1] or cols[:1]
+    varying = [c for c in cols if regions[c].astype(str).nunique() > 1]
+    if "data_fraction" in varying and "n_train" in varying:
+        varying.remove("n_train")  # the fraction says it
+    return varying or cols[:1]
 
 
 def region_lines(regions: pd.DataFrame) -> list[str]:
@@ -455,9 +462,10 @@ def region_lines(regions: pd.DataFrame) -> list[str]:
         if r["low"] >= 1 and r["power"] >= 2 and r["high"] >= 1
     ]
     high = int((regions["high"] >= 1).sum())
+    shown = "; ".join(full[:6]) + ("; …" if len(full) > 6 else "")
     line = (
         f"regions: {len(full)} of {len(regions)} configurations reach all three (low plateau, power law, "
-        f"high plateau){': ' + '; '.join(full) if full else ''}; {high} reach the high-error plateau"
+        f"high plateau){': ' + shown if full else ''}; {high} reach the high-error plateau"
     )
     return [line]
 

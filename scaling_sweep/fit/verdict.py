@@ -83,23 +83,31 @@ def reached(row: pd.Series | dict) -> list[str]:
 # ---------------------------------------------------------------- the misfit test
 
 
-def misfit_test(fit: LawFit, points: Points) -> dict[str, Any] | None:
+def misfit_test(fit: LawFit, points: Points, eps0: float | None) -> dict[str, Any] | None:
     """χ² of the residuals against the variance seed noise alone gives them; None without seed noise.
 
     A point's δ varies by its own seed noise (ρ²/runs) and, for the pruning law, by the noise of its
     configuration's ε_np, an input of the law: g²·ρ_np²/(dense runs), with g = ∂log ê/∂log ε_np (1 on the
-    low plateau, 0 on the high one). ρ and ρ_np are the pooled relative seed spreads of the fitted points
-    and of the dense points.
+    low plateau, 0 on the high one). ρ² is the mean squared relative seed spread of the fitted points, pooled
+    within each region of the curve for the pruning law (relative noise is far smaller near chance than on the
+    rise, and one pool for all would call the rise's residuals too large), ρ_np² that of the dense points.
     """
     pts = fit.points
-    noisy = pts[(pts["seeds"] >= 2) & np.isfinite(pts["seed_rel"])]
-    if noisy.empty:
+    noisy = (pts["seeds"] >= 2) & np.isfinite(pts["seed_rel"])
+    if not noisy.any():
         return None
-    rho2 = float((noisy["seed_rel"] ** 2).mean())
+    rel2 = pts["seed_rel"].to_numpy(dtype=float) ** 2
+    rho2 = np.full(len(pts), float(rel2[noisy].mean()))
+    if fit.law.startswith("pruning2021"):
+        region = classify(pts, eps0)
+        for r in REGIONS:
+            pool = noisy.to_numpy() & (region == r)
+            if pool.sum() >= 5:  # too few spreads make a noisy pool; the global one serves then
+                rho2[region == r] = rel2[pool].mean()
     var = rho2 / np.maximum(pts["runs"].to_numpy(dtype=float), 1.0)
     if fit.law.startswith("pruning2021"):
         dense = points.frame[points.frame["dense"] & (points.frame["seeds"] >= 2)]
-        rho_np2 = float((dense["seed_rel"] ** 2).mean()) if not dense.empty else rho2
+        rho_np2 = float((dense["seed_rel"] ** 2).mean()) if not dense.empty else float(rel2[noisy].mean())
         dense_runs = points.frame[points.frame["dense"]].groupby("config")["runs"].sum()
         n_np = pts["config"].map(dense_runs).to_numpy(dtype=float)
         h = 1e-4
@@ -139,7 +147,7 @@ def misfit_test(fit: LawFit, points: Points) -> dict[str, Any] | None:
 def judge(fit: LawFit, points: Points, eps0: float | None) -> None:
     """Set fit.verdict, fit.verdict_reason, fit.constrained (and per configuration, for per-config fits)."""
     table = regions(points, eps0) if fit.law.startswith("pruning2021") else None
-    test = misfit_test(fit, points)
+    test = misfit_test(fit, points, eps0)
     if fit.configs:
         by_config = {}
         if table is not None:

@@ -15,7 +15,10 @@ SWEEP = [
     "grid.data.fraction=[0.5,1]",
     "grid.seed=[0,1]",
     "prune.levels=8",
+    "prune.rate=0.2",
+    "prune.include_output_layer=false",
     "train.epochs=4",
+    "train.lr=0.2",
     "launcher.devices=[cpu,cpu]",
 ]
 
@@ -40,8 +43,10 @@ def test_run_ends_with_plots_and_a_pruning_fit_within_10_percent(tmp_path):
     assert f"wrote {fit_dir}/error_vs_density.png" in p.stdout
     params = json.loads((fit_dir / "params.json").read_text())
     pruning = params["laws"]["pruning2021"]
-    assert pruning["points"] == 4 * 9  # 2 widths x 2 fractions, levels 0..8, seeds averaged
+    assert pruning["points"] == 4 * 8  # 2 widths x 2 fractions, pruned levels 1..8, seeds averaged
     assert abs(pruning["sigma"]) < 0.10, pruning
+    assert pruning["verdict"] in ("ok", "unconstrained", "misfit") and pruning["verdict_reason"]
+    assert set(pruning["params"]["gamma"]) >= {"value", "ci95", "constrained"}
     for name in (
         "error_vs_density.png",
         "error_vs_n_train.png",
@@ -53,3 +58,4 @@ def test_run_ends_with_plots_and_a_pruning_fit_within_10_percent(tmp_path):
         assert png_size(fit_dir / name) == (1200, 800), name
     quality = (fit_dir / "quality.md").read_text()
     assert "pruning2021" in quality and "σ" in quality
+    assert quality.index("## Verdicts") < quality.index("## Fit quality")

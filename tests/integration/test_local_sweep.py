@@ -200,18 +200,23 @@ def test_fail_fast_stops_the_sweep(tmp_path):
 
 def test_deep_imp_trajectories_stop_early_and_end_done(tmp_path):
     """40 levels at rate 0.5 would take these tiny MLPs to density 0; every trajectory stops
-    before (on the chance plateau or before a layer empties), and the sweep ends clean."""
+    before (on the chance plateau or before a layer empties), and the sweep ends clean, fit and
+    plots included (rows at chance and at tiny densities must not break them)."""
     args = [
         "sweep=smoke",
         f"out_dir={tmp_path}",
         "prune.levels=40",
         "prune.rate=0.5",
         "launcher.devices=[cpu,cpu]",
+        "fit.enabled=true",
+        "fit.bootstrap=20",
     ]
     sweep_dir = tmp_path / "smoke"
     plan = cli("plan", *args)
     assert "IMP trajectories stop early after 2 consecutive levels at chance" in plan.stdout
-    cli("run", *args)  # exits 0
+    run = cli("run", *args)  # exits 0
+    assert "Traceback" not in run.stdout + run.stderr
+    assert (sweep_dir / "fit" / "error_vs_density.png").is_file()
     st = status(sweep_dir)
     assert st["counts"]["done"] == 4 and st["to_run"] == 0 and not st["problems"]
     for j in st["job_list"]:
