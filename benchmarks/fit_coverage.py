@@ -4,7 +4,7 @@ Baseline, measured in the same run: the Jacobian standard errors (value ± 1.96 
 configuration's ε_np as exact. Prints, per parameter, the coverage of both, and the ratio of the estimates'
 real spread to the reported standard error (1 is honest; above 1 the error bars are too small).
 
-    python benchmarks/fit_coverage.py [--copies 40] [--replicates 100] [--seeds 3] [--noise 0.02]
+    python benchmarks/fit_coverage.py [--copies 40] [--replicates 100] [--seeds 3] [--noise 0.02] [--run-noise 0.02]
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--levels", type=int, default=25)
-    ap.add_argument("--noise", type=float, default=0.02)
+    ap.add_argument("--noise", type=float, default=0.02, help="relative noise of each point")
+    ap.add_argument(
+        "--run-noise", type=float, default=0.02, help="relative noise of each run, shared by all its levels"
+    )
     args = ap.parse_args()
 
     boot_hits = {k: 0 for k in PRUNING}
@@ -38,7 +41,13 @@ def main() -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         for copy in range(args.copies):
-            table = make_pruning(seed=1000 + copy, noise=args.noise, seeds=args.seeds, levels=args.levels)
+            table = make_pruning(
+                seed=1000 + copy,
+                noise=args.noise,
+                run_noise=args.run_noise,
+                seeds=args.seeds,
+                levels=args.levels,
+            )
             report = fit_table(
                 table, out, laws=["pruning2021"], folds=0, plots=False, bootstrap=args.replicates, n_starts=4
             )
@@ -53,7 +62,8 @@ def main() -> None:
                 jac_sd[name].append(stderr)
     n = args.copies
     print(
-        f"{n} copies of 3 depths x 3 widths x {args.seeds} seeds x {args.levels} levels, {args.noise:.0%} noise, "
+        f"{n} copies of 3 depths x 3 widths x {args.seeds} seeds x {args.levels} levels, {args.noise:.0%} noise "
+        f"per point and {args.run_noise:.0%} per run, "
         f"{args.replicates} bootstrap replicates each; {time.perf_counter() - t0:.0f} s"
     )
     print(

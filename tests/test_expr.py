@@ -239,7 +239,7 @@ def test_grid_drop_filters_points_with_dotted_names_and_functions():
     from scaling_sweep.grid import expand
     from tests.conftest import composed
 
-    plan = expand(composed("+grid.drop=['max(model.width, data.fraction) >= 1 or seed in [1]']"))
+    plan = expand(composed("+grid.drop=['max(model.width, data.fraction) >= 1 or seed in [1, 2]']"))
     assert {(s.model["width"], s.data["fraction"], s.seed) for s in plan.specs} == {
         (w, f, 0) for w in (0.25, 0.5) for f in (0.25, 0.5)
     }

@@ -84,8 +84,12 @@ def make_pruning(
     levels: int = 41,
     params: dict | None = None,
     rate: float = 0.2,
+    run_noise: float = 0.0,
 ) -> pd.DataFrame:
-    """The joint 2021 law over (depth, width, fraction) configurations, IMP densities (1−rate)^0..^(levels−1)."""
+    """The joint 2021 law over (depth, width, fraction) configurations, IMP densities (1−rate)^0..^(levels−1).
+
+    `noise` is relative noise drawn afresh at every point; `run_noise` is drawn once per run (seed) and shared by
+    all its levels, as a real trajectory shares its initialization and data order."""
     p = {**PRUNING, **(params or {})}
     rng = np.random.default_rng(seed)
     rows = []
@@ -94,6 +98,7 @@ def make_pruning(
             for f in fractions:
                 eps_np = 0.04 + 0.05 * width**-0.5 * depth**-0.3 + 0.03 * f**-0.5
                 for s in range(seeds):
+                    run_factor = 1.0 + run_noise * rng.standard_normal() if run_noise else 1.0
                     for level in range(levels):
                         d = (1 - rate) ** level
                         m = forms.invariant(d, depth, width, phi=p["phi"], psi=p["psi"])
@@ -117,7 +122,7 @@ def make_pruning(
                                 "level": level,
                                 "density": d,
                                 "seed": s,
-                                "test_error": _noisy(rng, err, noise),
+                                "test_error": _noisy(rng, err * run_factor, noise),
                             }
                         )
     return pd.DataFrame(rows)

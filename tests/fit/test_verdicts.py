@@ -128,13 +128,14 @@ def test_regions_say_which_configurations_reach_each_part_of_the_curve(make, tmp
 
 
 def test_bootstrap_intervals_cover_the_truth_at_about_their_nominal_rate_on_a_rich_grid(make, tmp_path):
-    """10 noisy copies of a 3 depth x 3 width x 3 seed grid: the 95 % intervals of the 5 joint parameters cover
-    the truth about 95 % of the time, and their widths match the estimates' real spread (not 2-4x wider)."""
+    """10 noisy copies of a 3 depth x 3 width x 3 seed grid, with noise per point and per run (shared by a run's
+    levels and, through its dense row, by ε_np): the 95 % intervals of the 5 joint parameters cover the truth
+    about 95 % of the time, and their widths match the estimates' real spread (not 2-4x wider)."""
     truth = {"eps_up": 0.9, "gamma": 1.5, "p_prime": 0.005, "phi": 0.8, "psi": 1.6}
     hits, estimates, stds = 0, {k: [] for k in truth}, {k: [] for k in truth}
     copies = 10
     for rep in range(copies):
-        table = make.pruning(seed=100 + rep, noise=0.02, seeds=3, levels=25)
+        table = make.pruning(seed=100 + rep, noise=0.02, run_noise=0.02, seeds=3, levels=25)
         fit = fit_table(
             table, tmp_path, laws=["pruning2021"], folds=0, plots=False, bootstrap=40, n_starts=4
         ).fits["pruning2021"]
