@@ -7,14 +7,22 @@ import os
 import platform
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from scaling_sweep import __version__
 from scaling_sweep.atomic import write_text
 from scaling_sweep.results import SCHEMA_VERSION, write_rows
 from scaling_sweep.spec import JobSpec
-from scaling_sweep.sweep import DONE, FAILED, HOST, INTERRUPTED, RUNNING, SweepDir, spec_levels
+from scaling_sweep.sweep import (
+    DONE,
+    FAILED,
+    HOST,
+    INTERRUPTED,
+    RUNNING,
+    Lease,
+    LeaseLost,
+    SweepDir,
+    spec_levels,
+)
 
 TrainFn = Callable[..., list]
 
@@ -34,16 +42,10 @@ def _is_interrupt(e: BaseException) -> bool:
 
 
 def code_version() -> str:
-    """Package version, plus the git commit when running from a checkout."""
-    here = Path(__file__).resolve().parent.parent
-    head = here / ".git" / "HEAD"
-    try:
-        ref = head.read_text().strip()
-        if ref.startswith("ref: "):
-            ref = (here / ".git" / ref[5:]).read_text().strip()
-        return f"{__version__}+g{ref[:10]}"
-    except OSError:
-        return __version__
+    """Package version, plus `git describe` when running from a checkout (scaling_sweep.provenance)."""
+    from scaling_sweep.provenance import code_version as described
+
+    return described()
 
 
 def _torch_version() -> str:
@@ -109,7 +111,9 @@ def run_job(
     """Train one job to completion (or until `stop`), writing its rows after every level.
 
     Returns done | skipped | busy | failed | interrupted; a training failure is recorded in
-    jobs/<id>/error.txt and state.json, never raised.
+    jobs/<id>/error.txt and state.json, never raised. "busy" also when the lease was lost mid-run
+    (this process was suspended past the lease timeout and another one took the job over): then
+    this process stops training at its next step and writes nothing more.
     """
     sweep = SweepDir(sweep_dir)
     name = sweep_name or sweep.path.name
@@ -120,61 +124,91 @@ def run_job(
             return "busy"
         if sweep.is_done(job_id, total):
             return "skipped"
-        sweep.write_spec(spec)
-        state = sweep.read_state(job_id)
-        sweep.write_state(
-            job_id,
-            status=RUNNING,
-            attempts=int(state.get("attempts", 0)) + 1,
-            levels_total=total,
-            stopped=None,  # set again below if this run ends the trajectory early
-            host=HOST,
-            pid=os.getpid(),
-            device=device,
-        )
-        jd = sweep.job_dir(job_id)
-        log_path = jd / "log.txt"
-
-        def emit(levels: Sequence[Mapping[str, Any]]) -> None:
-            write_rows(sweep.rows_path(job_id), make_rows(name, spec, levels))
-            sweep.write_state(job_id, levels_done=len(levels))
-
-        def log(line: str) -> None:
-            with open(log_path, "a") as f:
-                f.write(f"{dt.datetime.now().isoformat(timespec='seconds')} {line}\n")
-
-        fn = train_fn or _default_train_fn()
+        sweep.remove_stale_temps(job_id)  # a killed earlier owner's half-written files
         try:
-            levels = fn(
-                spec.trainer_config(), device, sweep.ckpt_dir(job_id), emit, stop or (lambda: False), log
-            )
-        except BaseException as e:
-            if not isinstance(e, Exception) or _is_interrupt(e):
+            return _run_leased(spec, sweep, name, device, total, lease, stop, train_fn)
+        except LeaseLost:
+            return "busy"
+
+
+def _run_leased(
+    spec: JobSpec,
+    sweep: SweepDir,
+    name: str,
+    device: str,
+    total: int,
+    lease: Lease,
+    stop: Callable[[], bool] | None,
+    train_fn: TrainFn | None,
+) -> str:
+    """run_job's body while the lease is held; every write is fenced by `lease.fence()`."""
+    job_id = spec.job_id
+    sweep.write_spec(spec)
+    state = sweep.read_state(job_id)
+    sweep.write_state(
+        job_id,
+        status=RUNNING,
+        attempts=int(state.get("attempts", 0)) + 1,
+        levels_total=total,
+        stopped=None,  # set again below if this run ends the trajectory early
+        host=HOST,
+        pid=os.getpid(),
+        device=device,
+    )
+    jd = sweep.job_dir(job_id)
+    log_path = jd / "log.txt"
+
+    def emit(levels: Sequence[Mapping[str, Any]]) -> None:
+        lease.fence()
+        write_rows(sweep.rows_path(job_id), make_rows(name, spec, levels))
+        sweep.write_state(job_id, levels_done=len(levels))
+
+    def log(line: str) -> None:
+        with open(log_path, "a") as f:
+            f.write(f"{dt.datetime.now().isoformat(timespec='seconds')} {line}\n")
+
+    def polled() -> bool:
+        lease.check()  # raises LeaseLost: the trainer stops without saving anything
+        return bool(stop and stop())
+
+    # The trainer fences its checkpoint writes too; other train functions only get the step poll.
+    fn, extra = (train_fn, {}) if train_fn else (_default_train_fn(), {"fence": lease.fence})
+    try:
+        levels = fn(spec.trainer_config(), device, sweep.ckpt_dir(job_id), emit, polled, log, **extra)
+    except LeaseLost:
+        log("lease lost: another process took this job over; stopped without writing")
+        raise
+    except BaseException as e:
+        if not isinstance(e, Exception):  # Ctrl-C, exit: recorded only while the job is still ours
+            if lease.renew():
                 sweep.write_state(job_id, status=INTERRUPTED)
-                if isinstance(e, Exception):
-                    return "interrupted"
-                raise
-            tb = traceback.format_exc()
-            write_text(
-                jd / "error.txt",
-                f"host {HOST} pid {os.getpid()} device {device} python {platform.python_version()}\n{tb}",
-            )
-            last = tb.strip().splitlines()[-1] if tb.strip() else repr(e)
-            sweep.write_state(job_id, status=FAILED, error=last)
-            log(f"failed: {last}")
-            return "failed"
-        stopped = getattr(levels, "stopped", None)
-        problem = level_count_problem(len(levels), total, stopped)
-        if problem:
-            sweep.write_state(job_id, status=FAILED, error=problem)
-            log(f"failed: {problem}")
-            return "failed"
-        # An early stop is a finished trajectory: its levels are all the rows it will ever have.
-        sweep.write_state(
-            job_id, status=DONE, levels_done=len(levels), levels_total=len(levels), stopped=stopped, error=""
+            raise
+        lease.fence()
+        if _is_interrupt(e):
+            sweep.write_state(job_id, status=INTERRUPTED)
+            return "interrupted"
+        tb = traceback.format_exc()
+        write_text(
+            jd / "error.txt",
+            f"host {HOST} pid {os.getpid()} device {device} python {platform.python_version()}\n{tb}",
         )
-        log(f"done: {len(levels)} levels" + (f" of {total} planned ({stopped['detail']})" if stopped else ""))
-        return "done"
+        last = tb.strip().splitlines()[-1] if tb.strip() else repr(e)
+        sweep.write_state(job_id, status=FAILED, error=last)
+        log(f"failed: {last}")
+        return "failed"
+    lease.fence()
+    stopped = getattr(levels, "stopped", None)
+    problem = level_count_problem(len(levels), total, stopped)
+    if problem:
+        sweep.write_state(job_id, status=FAILED, error=problem)
+        log(f"failed: {problem}")
+        return "failed"
+    # An early stop is a finished trajectory: its levels are all the rows it will ever have.
+    sweep.write_state(
+        job_id, status=DONE, levels_done=len(levels), levels_total=len(levels), stopped=stopped, error=""
+    )
+    log(f"done: {len(levels)} levels" + (f" of {total} planned ({stopped['detail']})" if stopped else ""))
+    return "done"
 
 
 def level_count_problem(n: int, planned: int, stopped: Mapping[str, Any] | None) -> str:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scaling_sweep.atomic import atomic_open
+from scaling_sweep.atomic import atomic_open, digest_problem, read_digests, sidecar, write_digests
 
 SCHEMA_VERSION = 1
 
@@ -71,14 +73,66 @@ def to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
 
 
 def write_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write all rows of one job, replacing the file atomically."""
-    table = to_table(rows)
+    """Write all rows of one job, replacing the file atomically; its sha256 goes to `.<file>.sha256`.
+
+    The digest is recorded before the file is replaced, next to the one of the file it replaces,
+    so a crash between the two writes leaves a file that still verifies.
+    """
+    sink = pa.BufferOutputStream()
+    pq.write_table(to_table(rows), sink)
+    data = sink.getvalue().to_pybytes()
+    side = sidecar(path)
+    write_digests(side, [hashlib.sha256(data).hexdigest(), *(read_digests(side) or [])[:1]])
     with atomic_open(path, "wb") as f:
-        pq.write_table(table, f)
+        f.write(data)
+
+
+def check_rows(path: str | os.PathLike) -> tuple[int | None, str]:
+    """(row count, "") for a trustworthy rows file, else (None, why not) in a few words.
+
+    Trustworthy: the content has the digest recorded when it was written, the Parquet footer is
+    whole, and every row belongs to the job the file is named after.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 12:
+                return None, "truncated or unreadable rows file"
+            f.seek(-4, os.SEEK_END)
+            if f.read(4) != b"PAR1":
+                return None, "truncated or unreadable rows file"
+        problem = digest_problem(path)
+        if problem:
+            return None, f"damaged rows file: {problem}"
+        meta = pq.read_metadata(path)
+        jobs = _job_ids(path, meta)
+    except (OSError, pa.ArrowException, ValueError):
+        return None, "truncated or unreadable rows file"
+    if jobs and jobs != {path.stem}:
+        return None, f"holds rows of job {', '.join(sorted(jobs))}, not of {path.stem} its name says"
+    return meta.num_rows, ""
+
+
+def _job_ids(path: Path, meta: pq.FileMetaData) -> set[str]:
+    # The column statistics answer without reading the rows; files without them are read.
+    i = meta.schema.names.index("job_id") if "job_id" in meta.schema.names else None
+    if i is None:
+        return set()
+    ids: set[str] = set()
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(i).statistics
+        if stats is None or not stats.has_min_max:
+            return set(pq.read_table(path, columns=["job_id"]).column(0).to_pylist()) - {None}
+        ids |= {stats.min, stats.max}
+    return ids
 
 
 def read_rows(path: str | os.PathLike) -> pa.Table:
-    """Read one job's rows file; raise RowsError if it is unreadable or not of this schema."""
+    """Read one job's rows file; raise RowsError if it is damaged, unreadable or not of this schema."""
+    n, problem = check_rows(path)
+    if problem:
+        raise RowsError(f"{path}: {problem}")
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as e:
@@ -88,9 +142,31 @@ def read_rows(path: str | os.PathLike) -> pa.Table:
     return table
 
 
-def collect(paths: Iterable[str | os.PathLike], out: str | os.PathLike) -> pa.Table:
-    """Concatenate rows files into one table sorted by (job_id, level), written atomically to `out`."""
-    tables = [read_rows(p) for p in sorted(map(str, paths))]
+def _warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+def read_good_rows(
+    paths: Iterable[str | os.PathLike], report: Callable[[str], None] = _warn
+) -> list[pa.Table]:
+    """Every readable rows file's table; each damaged one is left out with one line through `report`."""
+    tables = []
+    for p in sorted(map(str, paths)):
+        try:
+            tables.append(read_rows(p))
+        except RowsError as e:
+            report(f"skipped {e}; `scaling-sweep resume` reruns its job from the checkpoint")
+    return tables
+
+
+def collect(
+    paths: Iterable[str | os.PathLike], out: str | os.PathLike, report: Callable[[str], None] = _warn
+) -> pa.Table:
+    """Concatenate rows files into one table sorted by (job_id, level), written atomically to `out`.
+
+    A damaged rows file is skipped (one line through `report`), so one bad file cannot stop the rest.
+    """
+    tables = read_good_rows(paths, report)
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     table = table.sort_by([("job_id", "ascending"), ("level", "ascending")])
     with atomic_open(out, "wb") as f:
@@ -103,9 +179,7 @@ def read_table(path: str | os.PathLike) -> pa.Table:
     path = Path(path)
     if path.is_dir():
         rows = path / "rows" if (path / "rows").is_dir() else path
-        return pa.concat_tables(
-            [read_rows(p) for p in sorted(rows.glob("*.parquet"))] or [SCHEMA.empty_table()]
-        )
+        return pa.concat_tables(read_good_rows(rows.glob("*.parquet")) or [SCHEMA.empty_table()])
     if path.suffix == ".csv":
         import pyarrow.csv as pcsv
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -16,13 +17,23 @@ from typing import Any
 
 from filelock import FileLock
 
-from scaling_sweep.atomic import read_json, write_json, write_text
+from scaling_sweep.atomic import (
+    digest_problem,
+    read_json,
+    remove_stale_temps,
+    sidecar,
+    write_digests,
+    write_json,
+    write_text,
+)
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.spec import JobSpec
 from scaling_sweep.train.options import imp_levels
 
-HEARTBEAT_S = 10.0  # how often a running job refreshes its lease
-STALE_S = 60.0  # a lease not refreshed for this long belongs to a dead process (any host)
+# A lease not refreshed for STALE_S belongs to a dead (or suspended) process, on any host. Tests
+# shorten it through the environment; every process of one sweep must agree on it.
+STALE_S = float(os.environ.get("SCALING_SWEEP_LEASE_TIMEOUT_S") or 60.0)
+HEARTBEAT_S = min(10.0, STALE_S / 6)  # how often a running job refreshes its lease
 
 # On-disk job states (state.json "status"); "running" is only believed while the lease is live.
 PENDING, RUNNING, DONE, FAILED, INTERRUPTED = "pending", "running", "done", "failed", "interrupted"
@@ -70,14 +81,28 @@ class JobStatus:
     error: str = ""  # first line of the last failure
 
 
+class LeaseLost(Exception):
+    """Another process took this job's lease over (ours went stale, e.g. while suspended): write nothing more."""
+
+
 class Lease:
-    """Ownership of one job by one process, refreshed by a heartbeat thread."""
+    """Ownership of one job by one process, refreshed by a heartbeat thread.
+
+    Writes are fenced: `fence()` renews the lease (under the lease lock) right before a job writes a
+    checkpoint, its rows or its state, and raises LeaseLost if the token in lease.json is no longer
+    ours. A fresh heartbeat cannot be taken over for STALE_S, so the write that follows is ours alone.
+    """
 
     def __init__(self, path: Path, token: str) -> None:
         self.path = path
         self.token = token
+        self.lost = threading.Event()
+        self._renewed = time.monotonic()  # monotonic: it keeps counting while the process is stopped
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{path.parent.name}", daemon=True)
+
+    def _lock(self) -> FileLock:
+        return FileLock(str(self.path.parent / ".lease.lock"), timeout=60)
 
     def _record(self) -> dict[str, Any]:
         pid = os.getpid()
@@ -91,8 +116,34 @@ class Lease:
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            if self.held():
-                write_json(self.path, self._record())
+            if not self.renew():
+                return
+
+    def renew(self) -> bool:
+        """Refresh the heartbeat if the lease is still ours; else mark it lost. True while held."""
+        if self.lost.is_set():
+            return False
+        with self._lock():
+            if not self.held():
+                self.lost.set()
+                return False
+            write_json(self.path, self._record())
+            self._renewed = time.monotonic()
+        return True
+
+    def fence(self) -> None:
+        """Call right before a write: raise LeaseLost unless the lease is (still) ours."""
+        if not self.renew():
+            raise LeaseLost(f"{self.path}: another process took this job over; this one writes nothing more")
+
+    def check(self) -> None:
+        """Cheap enough for every optimizer step: raise LeaseLost once the lease is known lost.
+
+        After a gap of two heartbeats (the process was stopped, or starved) it renews at once rather
+        than wait for the heartbeat thread: a stopped process may have been replaced meanwhile.
+        """
+        if self.lost.is_set() or time.monotonic() - self._renewed > 2 * HEARTBEAT_S:
+            self.fence()
 
     def held(self) -> bool:
         try:
@@ -102,17 +153,22 @@ class Lease:
 
     def release(self) -> None:
         self._stop.set()
-        if self.held():
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
+        with self._lock():
+            if self.held():
+                try:
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass
 
 
 def lease_is_live(record: dict[str, Any], now: float | None = None) -> bool:
-    """A lease is live while its heartbeat is fresh and, on this host, its process still runs."""
+    """A lease is live while its heartbeat is fresh and, on this host, its process still runs.
+
+    A heartbeat from the future (clock skew between hosts, a bad write) counts as fresh only up to
+    STALE_S ahead; further ahead it would block the job for that long, so it is stale.
+    """
     now = time.time() if now is None else now
-    if now - float(record.get("heartbeat", 0)) > STALE_S:
+    if abs(now - float(record.get("heartbeat", 0))) > STALE_S:
         return False
     if record.get("host") == HOST:
         pid = int(record.get("pid", 0))
@@ -157,11 +213,35 @@ class SweepDir:
         return self.config_path.is_file()
 
     def read_config(self) -> str:
+        """sweep.yaml's text, checked against the digest recorded at creation (a damaged one is refused)."""
         if not self.exists():
             raise ConfigError(
                 f"{self.path}: no sweep.yaml here; is this a sweep directory made by `scaling-sweep run`?"
             )
-        return self.config_path.read_text()
+        path = self.config_path
+        recover = (
+            f"restore it from a backup or another copy of this sweep (its jobs/*/spec.json still hold every "
+            f"job's spec); if you edited it on purpose, delete {sidecar(path)}"
+        )
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: unreadable ({e}); {recover}") from e
+        if not text.strip():
+            raise ConfigError(f"{path} is empty; {recover}")
+        problem = digest_problem(path)
+        if problem:
+            raise ConfigError(f"{path} is damaged: {problem}; {recover}")
+        try:
+            import yaml
+
+            parsed = yaml.safe_load(text)
+        except Exception as e:
+            raise ConfigError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); {recover}") from e
+        missing = [k for k in ("name", "grid") if not isinstance(parsed, dict) or k not in parsed]
+        if missing:
+            raise ConfigError(f"{path} has no {' or '.join(missing)}: not a whole sweep config; {recover}")
+        return text
 
     def create(self, config_yaml: str) -> None:
         """Freeze the config at first launch; a sweep directory never changes its config afterwards."""
@@ -177,7 +257,28 @@ class SweepDir:
                 f"out_dir: cannot write to {self.path} ({e.strerror}); pass out_dir=/a/writable/dir"
             ) from e
         if not self.exists():
+            write_digests(sidecar(self.config_path), [hashlib.sha256(config_yaml.encode()).hexdigest()])
             write_text(self.config_path, config_yaml)
+        self.remove_stale_temps()
+
+    def remove_stale_temps(self, job_id: str | None = None) -> list[Path]:
+        """Temp files of writers killed mid-write (SIGKILL skips their clean-up): the job's, or the sweep's."""
+        if job_id is not None:
+            jd = self.job_dir(job_id)
+            return remove_stale_temps([jd, jd / "ckpt"]) + remove_stale_temps(
+                [self.path / "rows"], prefix=f".{job_id}."
+            )
+        jobs = self.path / "jobs"
+        job_dirs = [jobs / j for j in os.listdir(jobs)] if jobs.is_dir() else []
+        dirs = [
+            self.path,
+            self.path / "rows",
+            self.slurm_dir,
+            jobs,
+            *job_dirs,
+            *(d / "ckpt" for d in job_dirs),
+        ]
+        return remove_stale_temps(dirs)
 
     # -- job state -----------------------------------------------------------------------
     def write_spec(self, spec: JobSpec) -> None:
@@ -207,7 +308,7 @@ class SweepDir:
         jd.mkdir(parents=True, exist_ok=True)
         path = jd / "lease.json"
         lease = Lease(path, uuid.uuid4().hex)
-        with FileLock(str(jd / ".lease.lock"), timeout=60):
+        with lease._lock():
             try:
                 current = read_json(path)
             except (OSError, ValueError):
@@ -234,7 +335,7 @@ class SweepDir:
         state = self.read_state(job_id)
         if state.get("status") != DONE:
             return False
-        n = parquet_rows(self.rows_path(job_id))
+        n, _ = check_rows(self.rows_path(job_id))
         return n is not None and n >= expected_levels(state, levels_total)
 
     def job_status(self, job_id: str, levels_total: int | None = None, verify: bool = True) -> JobStatus:
@@ -253,6 +354,12 @@ class SweepDir:
             lease = read_json(jd / "lease.json")
         except (OSError, ValueError):
             lease = None
+        ahead = float(lease.get("heartbeat", 0)) - time.time() if isinstance(lease, dict) else 0.0
+        if ahead > STALE_S:
+            st.problems.append(
+                f"{jd / 'lease.json'}: heartbeat {ahead:.0f} s in the future (clock skew or a bad write); "
+                f"treated as stale, so the job can be taken over"
+            )
         if lease is not None and lease_is_live(lease):
             st.status = RUNNING
             st.owner = f"{lease.get('host')}:{lease.get('pid')}"
@@ -264,11 +371,9 @@ class SweepDir:
         if not verify:
             st.levels_done = int(state.get("levels_done", 0))  # what the job last wrote; rows not read
         elif rows.exists():
-            n = parquet_rows(rows)
+            n, problem = check_rows(rows)
             if n is None:
-                st.problems.append(
-                    f"{rows}: truncated or unreadable rows file; the job reruns from its checkpoint"
-                )
+                st.problems.append(f"{rows}: {problem}; the job reruns from its checkpoint")
             else:
                 st.levels_done = n
         if st.status == DONE:
@@ -304,31 +409,34 @@ def expected_levels(state: dict[str, Any], planned: int | None) -> int:
     return int(planned)
 
 
-def parquet_rows(path: Path) -> int | None:
-    """Row count of a Parquet file, or None when it is truncated or unreadable (footer checked)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() < 12:
-                return None
-            f.seek(-4, os.SEEK_END)
-            if f.read(4) != b"PAR1":
-                return None
-        import pyarrow.parquet as pq
+def check_rows(path: Path) -> tuple[int | None, str]:
+    """(row count, "") of a trustworthy rows file, else (None, why not): see results.check_rows."""
+    if not path.exists():
+        return None, "missing"
+    from scaling_sweep.results import check_rows as check  # pyarrow only when rows are read
 
-        return pq.read_metadata(path).num_rows
-    except Exception:
-        return None
+    return check(path)
 
 
 def unreadable_checkpoints(ckpt_dir: Path) -> list[str]:
-    """torch.save writes zip archives: a truncated one has no central directory, found without torch."""
+    """Checkpoints the trainer will not use: damaged content (checksum), or truncated, found without torch.
+
+    torch.save writes zip archives: a truncated one has no central directory. The digests of both
+    checkpoint files are kept in one sidecar, `.checkpoint.pt.sha256` (train/checkpoint.py).
+    """
     if not ckpt_dir.is_dir():
         return []
     bad = []
+    digests = sidecar(ckpt_dir / "checkpoint.pt")
     for p in sorted(ckpt_dir.glob("*.pt")):
-        if not zipfile.is_zipfile(p):
-            bad.append(f"{p}: truncated or unreadable checkpoint; the job resumes from the previous good one")
+        try:
+            problem = digest_problem(p, digests) or (
+                "" if zipfile.is_zipfile(p) else "truncated or unreadable"
+            )
+        except OSError as e:
+            problem = f"unreadable ({e.strerror})"
+        if problem:
+            bad.append(f"{p}: checkpoint {problem}; the job resumes from the previous good one")
     return bad
 
 

@@ -43,15 +43,15 @@ def test_results_readme_documents_every_column_in_order():
 
 
 def test_rows_round_trip_with_the_schema(tmp_path):
-    write_rows(tmp_path / "a.parquet", _rows("a" * 16, 3))
-    table = read_rows(tmp_path / "a.parquet")
+    write_rows(tmp_path / ("a" * 16 + ".parquet"), _rows("a" * 16, 3))
+    table = read_rows(tmp_path / ("a" * 16 + ".parquet"))
     assert table.schema.equals(SCHEMA)
     assert table.column("level").to_pylist() == [0, 1, 2]
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
 
 
 def test_a_truncated_rows_file_raises_rows_error(tmp_path):
-    path = tmp_path / "a.parquet"
+    path = tmp_path / ("a" * 16 + ".parquet")
     write_rows(path, _rows("a" * 16, 2))
     path.write_bytes(path.read_bytes()[:50])
     with pytest.raises(RowsError, match="unreadable"):
@@ -59,8 +59,8 @@ def test_a_truncated_rows_file_raises_rows_error(tmp_path):
 
 
 def test_collect_sorts_by_job_and_level(tmp_path):
-    write_rows(tmp_path / "rows" / "b.parquet", _rows("b" * 16, 2))
-    write_rows(tmp_path / "rows" / "a.parquet", _rows("a" * 16, 3))
+    write_rows(tmp_path / "rows" / ("b" * 16 + ".parquet"), _rows("b" * 16, 2))
+    write_rows(tmp_path / "rows" / ("a" * 16 + ".parquet"), _rows("a" * 16, 3))
     table = collect(sorted((tmp_path / "rows").glob("*.parquet")), tmp_path / "results.parquet")
     assert table.num_rows == 5
     back = pq.read_table(tmp_path / "results.parquet")
@@ -72,8 +72,8 @@ def test_rows_are_readable_by_pandas_polars_and_duckdb(tmp_path):
     polars = pytest.importorskip("polars")
     import pandas as pd
 
-    write_rows(tmp_path / "rows" / "a.parquet", _rows("a" * 16, 3))
-    write_rows(tmp_path / "rows" / "b.parquet", _rows("b" * 16, 2))
+    write_rows(tmp_path / "rows" / ("a" * 16 + ".parquet"), _rows("a" * 16, 3))
+    write_rows(tmp_path / "rows" / ("b" * 16 + ".parquet"), _rows("b" * 16, 2))
     glob = str(tmp_path / "rows" / "*.parquet")
     assert len(pd.read_parquet(tmp_path / "rows")) == 5
     assert polars.read_parquet(glob).height == 5

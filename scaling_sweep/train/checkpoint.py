@@ -1,4 +1,8 @@
-"""Checkpoint files of one job: atomic writes, the previous one kept, fallback when the latest is unreadable."""
+"""Checkpoint files of one job: atomic writes, the previous one kept, fallback when the latest is unreadable.
+
+Content is verified too: `.checkpoint.pt.sha256` lists the digests of the checkpoints written last
+(newest first), and a file whose digest is not among them counts as unreadable (flipped bytes).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,26 @@ from typing import Any
 
 import torch
 
-from scaling_sweep.atomic import atomic_open
+from scaling_sweep.atomic import (
+    HashingWriter,
+    atomic_open,
+    digest_problem,
+    read_digests,
+    sidecar,
+    write_digests,
+)
 
 LATEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 FORMAT = 1  # bump when the state's layout changes incompatibly
+# Three digests, not two: a crash after recording a new one but before its file lands leaves
+# the latest missing; the next save then does not rotate, and the previous file's digest must
+# still be on the list.
+KEEP_DIGESTS = 3
+
+
+def digests_path(ckpt_dir: Path) -> Path:
+    return sidecar(Path(ckpt_dir) / LATEST)
 
 
 def save(ckpt_dir: Path, state: dict[str, Any]) -> None:
@@ -24,11 +43,19 @@ def save(ckpt_dir: Path, state: dict[str, Any]) -> None:
     if latest.exists():
         # A crash right after this rename leaves only PREVIOUS, which `load` falls back to.
         os.replace(latest, ckpt_dir / PREVIOUS)
+    digests = digests_path(ckpt_dir)
     with atomic_open(latest, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
+        w = HashingWriter(f)
+        torch.save({"format": FORMAT, **state}, w)
+        # Recorded before the rename below makes the file the latest: a file on disk always verifies.
+        known = read_digests(digests) or []
+        write_digests(digests, [w.sha256.hexdigest(), *known[: KEEP_DIGESTS - 1]])
 
 
 def _read(path: Path) -> dict[str, Any]:
+    problem = digest_problem(path, digests_path(path.parent))
+    if problem:
+        raise ValueError(problem)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"not a format-{FORMAT} checkpoint")

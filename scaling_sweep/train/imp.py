@@ -230,8 +230,13 @@ def run_imp(
     emit: Callable[[list[dict]], None],
     stop: Callable[[], bool] = lambda: False,
     log: Callable[[str], None] = lambda s: None,
+    fence: Callable[[], None] = lambda: None,
 ) -> list[dict]:
-    """Train one IMP trajectory (or one-shot job), resuming from `ckpt_dir`; returns every level's metrics."""
+    """Train one IMP trajectory (or one-shot job), resuming from `ckpt_dir`; returns every level's metrics.
+
+    `fence` is called right before every checkpoint write; it raises (run_job: the job's lease was
+    taken over) to abandon the job without writing.
+    """
     opts = parse_config(config)
     dev = torch.device(device)
     train_opts, prune = opts.train, opts.prune
@@ -273,6 +278,7 @@ def run_imp(
     optimizer_state = saved["optimizer"] if saved is not None else None
 
     def save(level_clock: float, optimizer: Optimizer | None) -> None:
+        fence()
         checkpoint.save(
             ckpt_dir,
             {

@@ -228,3 +228,157 @@ def test_deep_imp_trajectories_stop_early_and_end_done(tmp_path):
     assert "(stopped " in cli("status", str(sweep_dir)).stdout
     again = cli("run", *args)
     assert "0 jobs to run (4 done left alone)" in again.stdout
+
+
+def _worker_pid_mid_job(sweep_dir: Path, parent: int) -> int | None:
+    """The pid of a worker (not the parent) that holds a job's lease and has checkpointed it."""
+    for lease in sweep_dir.glob("jobs/*/lease.json"):
+        try:
+            pid = int(json.loads(lease.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            continue
+        done = (lease.parent / "state.json").is_file() and '"done"' in (
+            lease.parent / "state.json"
+        ).read_text()
+        if pid != parent and not done and any((lease.parent / "ckpt").glob("*.pt")):
+            return pid
+    return None
+
+
+def test_a_worker_killed_from_outside_is_replaced_and_its_job_rerun(reference, tmp_path):
+    sweep_dir = tmp_path / "smoke"
+    proc = _start(tmp_path)
+    pid: list[int] = []
+
+    def found() -> bool:
+        p = _worker_pid_mid_job(sweep_dir, proc.pid)
+        pid.extend([p] if p else [])
+        return bool(pid)
+
+    _wait_for(found)
+    os.kill(pid[0], signal.SIGKILL)  # what the OOM killer does: one worker, not the run
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert f"(pid {pid[0]}) died (killed by signal 9)" in out and "rerunning it in a new worker" in out
+    st = status(sweep_dir)
+    assert st["counts"]["done"] == 6, out
+    assert metrics(sweep_dir) == reference  # resumed from its checkpoint: the same numbers
+
+
+def _kill_own_worker(config, device, ckpt_dir, emit, stop=None, log=None):
+    """A train_fn that dies as a job killed by the OOM killer would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_job_that_kills_every_worker_is_left_interrupted(tmp_path, capsys):
+    from launchers.local import LocalLauncher
+    from scaling_sweep.cli import load_new
+
+    loaded = load_new(
+        ["sweep=smoke", f"out_dir={tmp_path}", "grid.model.width=[0.25,0.5]", "grid.data.fraction=[1]"]
+    )
+    loaded.sweep.create("name: smoke\n")
+    launcher = LocalLauncher(["cpu"], train_fn=f"{__name__}:_kill_own_worker", progress=True)
+    result = launcher.launch(loaded.sweep, loaded.plan.specs)
+    out = capsys.readouterr().out
+    # Each job is rerun once in a new worker, then reported; the launch goes on to the next job.
+    assert result.outcomes["interrupted"] == 2 and not result.interrupted_by_user, out
+    assert out.count("died (killed by signal 9)") == 4 and out.count("left interrupted") == 2, out
+
+
+def test_a_suspended_worker_whose_job_was_taken_over_writes_nothing(tmp_path):
+    """SIGSTOP past the lease timeout, `resume` takes the job over and finishes it, SIGCONT: the
+    old worker must stop at its next step without writing a checkpoint, rows or state."""
+    env = cli_env(SCALING_SWEEP_LEASE_TIMEOUT_S="3")
+    args = [f"out_dir={tmp_path}", "sweep=smoke", "grid.model.width=[1]", "grid.data.fraction=[1]"]
+    args += ["train.epochs=4", "launcher.devices=[cpu]", "fit.enabled=false"]
+    sweep_dir = tmp_path / "smoke"
+    old = subprocess.Popen(
+        [*CLI, "run", "--no-progress", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    logs = lambda: list(sweep_dir.glob("jobs/*/log.txt"))  # noqa: E731
+    _wait_for(lambda: logs() and "level 0 epoch 1" in logs()[0].read_text())
+    os.killpg(old.pid, signal.SIGSTOP)
+    try:
+        time.sleep(4)  # past the 3 s lease timeout
+        p = subprocess.run(
+            [*CLI, "resume", "--no-progress", str(sweep_dir)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert p.returncode == 0, p.stdout + p.stderr
+        job_dir = logs()[0].parent
+        files = [*sweep_dir.glob("rows/*.parquet"), job_dir / "state.json", *job_dir.glob("ckpt/*")]
+        before = {f: f.read_bytes() for f in files}
+        assert json.loads((job_dir / "state.json").read_text())["status"] == "done"
+    finally:
+        os.killpg(old.pid, signal.SIGCONT)
+    out, _ = old.communicate(timeout=300)
+    assert old.returncode == 0, out
+    assert "busy 1" in out  # reported as held elsewhere, not done
+    assert {f: f.read_bytes() for f in files} == before
+    assert sorted(job_dir.glob("ckpt/*")) == sorted(f for f in files if f.parent.name == "ckpt")
+    log = (job_dir / "log.txt").read_text()
+    assert log.count(f"level {LEVELS - 1} done") == 1 and "lease lost" in log
+    st = status(sweep_dir)
+    assert st["counts"]["done"] == 1 and st["job_list"][0]["attempts"] == 2
+
+
+def _read_only(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """The CLI with sweep_dir mounted read-only (EROFS, which root cannot bypass as it bypasses modes)."""
+    import shlex
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1)")
+    mount = f"mount --bind -o ro {shlex.quote(str(sweep_dir))} {shlex.quote(str(sweep_dir))}"
+    cmd = f"{mount} && exec {shlex.join([*CLI, *args])}"
+    p = subprocess.run(
+        ["unshare", "-m", "sh", "-c", cmd],
+        cwd=ROOT,
+        env=cli_env(),
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
+    if "mount" in p.stderr or "unshare" in p.stderr:
+        pytest.skip(f"cannot mount read-only here: {p.stderr.strip()[:200]}")
+    return p
+
+
+def test_a_read_only_sweep_can_be_read_and_fitted_elsewhere(tmp_path):
+    sweep_dir = tmp_path / "smoke"
+    args = ["sweep=smoke", "grid.model.width=[0.25,0.5]", "fit.enabled=false"]
+    cli("run", f"out_dir={tmp_path}", *args)
+    (sweep_dir / "results.parquet").unlink()  # the fit must read rows/ itself
+    before = sorted((p.relative_to(sweep_dir), p.stat().st_mtime_ns) for p in sweep_dir.rglob("*"))
+    st = _read_only(sweep_dir, "status", "--json", str(sweep_dir))
+    assert st.returncode == 0 and json.loads(st.stdout)["counts"]["done"] == 4, st.stderr
+    fit = _read_only(sweep_dir, "plot", str(sweep_dir), "--out", str(tmp_path / "plots"))
+    assert fit.returncode == 0 and "wrote" in fit.stdout, fit.stdout + fit.stderr
+    assert any((tmp_path / "plots").glob("*.png"))
+    # what must write fails with one line naming the directory
+    for command, where in (("collect", sweep_dir), ("plot", sweep_dir / "fit")):
+        p = _read_only(sweep_dir, command, str(sweep_dir))
+        assert p.returncode == 1 and p.stderr == "", p.stdout + p.stderr
+        assert p.stdout.strip() == f"error: {where}: Read-only file system"
+    assert sorted((p.relative_to(sweep_dir), p.stat().st_mtime_ns) for p in sweep_dir.rglob("*")) == before
+
+
+@pytest.mark.parametrize("after_s", [0.3, 1.0])  # while composing; while workers start
+def test_an_early_ctrl_c_is_one_line_and_exit_130(tmp_path, after_s):
+    proc = _start(tmp_path, "--no-progress")
+    time.sleep(after_s)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Traceback" not in out, out
+    assert out.strip().splitlines()[-1].startswith(("interrupted", "stopped; continue with")), out
