@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import multiprocessing as mp
 import os
-import queue
 import signal
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,19 +111,19 @@ def _resolve(path: str | None) -> Any:
 
 
 def _worker(
-    slot_index: int,
     slot: Slot,
     sweep_dir: str,
     sweep_name: str,
-    tasks: Any,
-    events: Any,
-    stop_event: Any,
+    conn: Any,
+    stop_flag: Any,
     parent_pid: int,
     train_fn_path: str | None,
 ) -> None:
-    # Ctrl-C reaches the whole process group; only the parent decides, and tells us via stop_event,
-    # so that a running job checkpoints instead of dying mid-step.
+    # Ctrl-C reaches the whole process group; only the parent decides, and tells us via stop_flag,
+    # so that a running job checkpoints instead of dying mid-step. (Until this line runs SIGINT is
+    # blocked: the parent starts us with it masked.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     from scaling_sweep.job import run_job
 
     train_fn = _resolve(train_fn_path)
@@ -133,27 +133,49 @@ def _worker(
         torch.set_num_threads(slot.threads)
 
     def stop() -> bool:
-        return stop_event.is_set() or os.getppid() != parent_pid
+        # A lock-free flag: a stop() polled after every step must not wait on a lock that a
+        # worker killed from outside may have died holding.
+        return bool(stop_flag.value) or os.getppid() != parent_pid
 
     while not stop():
-        try:
-            item = tasks.get(timeout=0.2)
-        except queue.Empty:
+        if not conn.poll(0.2):
             continue
+        item = conn.recv()
         if item is None:
             break
         spec = JobSpec.from_dict(item)
-        events.put(("start", slot_index, spec.job_id))
         try:
             outcome = run_job(
                 spec, sweep_dir, slot.device, stop=stop, train_fn=train_fn, sweep_name=sweep_name
             )
-        except (
-            BaseException
-        ) as e:  # run_job records training failures itself; this is the sweep layer failing
-            events.put(("end", slot_index, spec.job_id, "failed", f"{type(e).__name__}: {e}"))
+        # run_job records training failures itself; this is the sweep layer failing
+        except BaseException as e:
+            disk = isinstance(e, OSError) and e.errno in QUIET_ERRNOS
+            conn.send((spec.job_id, "failed", f"{type(e).__name__}: {e}", "disk" if disk else "crash"))
+            if disk:
+                return  # a full or read-only disk: the line above says it once, not a traceback per worker
             raise
-        events.put(("end", slot_index, spec.job_id, outcome, ""))
+        conn.send((spec.job_id, outcome, "", ""))
+
+
+# Disk errors a worker reports in one line instead of a traceback (the parent then says it once).
+QUIET_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+# How often a job whose worker died (OOM killer, kill -9) is rerun in a new worker before it is
+# left interrupted: once, so one stray kill costs nothing and a job that kills every worker stops.
+RERUNS_AFTER_DEATH = 1
+
+
+@dataclass
+class _Worker:
+    index: int
+    proc: Any
+    # The parent's end of a duplex pipe: specs (None: exit) go out, and
+    # (job_id, outcome, detail, exiting: "" | "crash" | "disk") come back.
+    conn: Any
+    job: JobSpec | None = None  # the job it is running; the parent knows it even if the worker dies
+    leaving: bool = False  # told to exit, or said it exits
+    crashed: bool = False  # said it exits after an error of its own (not of a job)
+    reaped: bool = False  # its exit has been handled
 
 
 class LocalLauncher:
@@ -182,9 +204,16 @@ class LocalLauncher:
             raise ConfigError(
                 f"launcher.{unknown[0]} is not an option of the local launcher; known: {', '.join(sorted(known))}"
             )
-        return cls(
-            cfg.get("devices", "auto"), int(cfg.get("jobs_per_device") or 1), cfg.get("threads_per_worker")
-        )
+        per_device = cfg.get("jobs_per_device", 1)
+        threads = cfg.get("threads_per_worker")
+        # 0 used to mean the default silently; say so instead (null still means "the default").
+        if isinstance(per_device, bool) or not isinstance(per_device, int) or per_device < 1:
+            raise ConfigError(f"launcher.jobs_per_device={per_device!r}: must be an integer >= 1")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ConfigError(
+                f"launcher.threads_per_worker={threads!r}: must be an integer >= 1, or null (CPUs / workers)"
+            )
+        return cls(cfg.get("devices", "auto"), per_device, threads)
 
     def describe(self) -> str:
         devs = Counter(s.device if s.gpu is None else f"cuda:{s.gpu}" for s in self.slots)
@@ -193,83 +222,170 @@ class LocalLauncher:
     def launch(self, sweep: SweepDir, specs: Sequence[JobSpec], *, fail_fast: bool = False) -> LaunchResult:
         from launchers.progress import SweepProgress
 
-        result = LaunchResult()
         if not specs:
-            return result
-        ctx = mp.get_context("spawn")
-        tasks, events, stop_event = ctx.Queue(), ctx.Queue(), ctx.Event()
-        n_workers = min(len(self.slots), len(specs))
-        for spec in specs:
-            tasks.put(spec.to_dict())
-        for _ in range(n_workers):
-            tasks.put(None)
-        workers = []
-        for i, slot in enumerate(self.slots[:n_workers]):
-            env = dict(WORKER_ENV, OMP_NUM_THREADS=str(slot.threads), MKL_NUM_THREADS=str(slot.threads))
-            if slot.gpu is not None:
-                env["CUDA_VISIBLE_DEVICES"] = slot.gpu
-            p = ctx.Process(
-                target=_worker,
-                name=f"scaling-sweep-worker-{i}",
-                args=(
-                    i,
-                    slot,
-                    str(sweep.path),
-                    sweep.path.name,
-                    tasks,
-                    events,
-                    stop_event,
-                    os.getpid(),
-                    self.train_fn,
-                ),
-                daemon=True,
-            )
+            return LaunchResult()
+        pool = _Pool(self, sweep, specs, fail_fast, SweepProgress(total=len(specs), enabled=self.progress))
+        return pool.run()
+
+
+class _Pool:
+    """One launch: the workers, the jobs not yet handed out, and what came back.
+
+    The parent hands each worker one job at a time over its own pipe, so it always knows which
+    job a worker holds; a worker that dies (OOM killer, kill -9) is noticed through its process
+    sentinel, its job is rerun in a fresh worker (resuming from its checkpoint), and nothing
+    shared (a queue lock) can be left held by the dead process.
+    """
+
+    def __init__(
+        self,
+        launcher: LocalLauncher,
+        sweep: SweepDir,
+        specs: Sequence[JobSpec],
+        fail_fast: bool,
+        progress: Any,
+    ) -> None:
+        self.launcher, self.sweep, self.fail_fast, self.progress = launcher, sweep, fail_fast, progress
+        self.ctx = mp.get_context("spawn")
+        self.stop_flag = self.ctx.RawValue("b", 0)
+        self.todo: deque[JobSpec] = deque(specs)
+        self.workers: list[_Worker] = []
+        self.deaths: Counter = Counter()  # job_id -> workers lost while running it
+        self.restarts_left = 2 * len(launcher.slots) + len(specs)  # a bound on replacements
+        self.result = LaunchResult()
+        self.stopping = False
+
+    def run(self) -> LaunchResult:
+        with self.progress:
+            try:
+                for i in range(min(len(self.launcher.slots), len(self.todo))):
+                    self._start(i)
+                self._loop()
+            except KeyboardInterrupt:  # also while workers start: the ones started take no new job
+                self.result.interrupted_by_user = True
+                self._stop("Ctrl-C: running jobs are checkpointing (Ctrl-C again to kill them)…")
+                try:
+                    self._loop()
+                except KeyboardInterrupt:
+                    for w in self.workers:
+                        w.proc.terminate()
+        for w in self.workers:
+            w.proc.join(timeout=30)
+        self.result.interrupted_by_user = self.result.interrupted_by_user or self.stopping
+        return self.result
+
+    def _start(self, index: int) -> None:
+        slot = self.launcher.slots[index]
+        env = dict(WORKER_ENV, OMP_NUM_THREADS=str(slot.threads), MKL_NUM_THREADS=str(slot.threads))
+        if slot.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot.gpu
+        ours, theirs = self.ctx.Pipe()
+        p = self.ctx.Process(
+            target=_worker,
+            name=f"scaling-sweep-worker-{index}",
+            args=(
+                slot,
+                str(self.sweep.path),
+                self.sweep.path.name,
+                theirs,
+                self.stop_flag,
+                os.getpid(),
+                self.launcher.train_fn,
+            ),
+            daemon=True,
+        )
+        # The child inherits a blocked SIGINT, so a Ctrl-C while it imports cannot print a
+        # traceback from it; one arriving here meanwhile is delivered to us when we unblock.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
             with _env(env):
                 p.start()
-            workers.append(p)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        theirs.close()  # so that the worker's death reads as EOF on ours
+        w = _Worker(index, p, ours)
+        self.workers.append(w)
+        self._hand_out(w)
 
-        progress = SweepProgress(total=len(specs), enabled=self.progress)
-        running: dict[int, str] = {}
-        stopping = False
+    def _running(self) -> int:
+        return sum(w.job is not None for w in self.workers)
+
+    def _hand_out(self, w: _Worker) -> None:
+        job = self.todo.popleft() if self.todo and not self.stopping else None
         try:
-            with progress:
-                for ev in _events(workers, events):
-                    if ev[0] == "start":
-                        running[ev[1]] = ev[2]
-                        progress.update(running=len(running))
-                        continue
-                    _, slot_i, job_id, outcome, detail = ev
-                    running.pop(slot_i, None)
-                    result.outcomes[outcome] += 1
-                    error = detail or sweep.read_state(job_id).get("error", "")
-                    progress.job_ended(job_id, outcome, error, sweep.job_dir(job_id), running=len(running))
-                    if outcome == "failed" and fail_fast and not stopping:
-                        stopping = True
-                        stop_event.set()
-                        progress.note(
-                            "--fail-fast: stopping; running jobs checkpoint and `resume` continues them"
-                        )
-        except KeyboardInterrupt:
-            result.interrupted_by_user = True
-            stop_event.set()
-            progress.note("Ctrl-C: running jobs are checkpointing (Ctrl-C again to kill them)…")
+            w.conn.send(job.to_dict() if job else None)
+        except OSError:  # it died already; its sentinel tells the loop, which replaces it
+            if job:
+                self.todo.appendleft(job)
+            return
+        w.job, w.leaving = job, job is None
+        self.progress.update(running=self._running())
+
+    def _loop(self) -> None:
+        from multiprocessing.connection import wait
+
+        while live := [w for w in self.workers if not w.reaped]:
+            wait([w.conn for w in live] + [w.proc.sentinel for w in live], timeout=0.5)
+            for w in live:
+                # A worker's messages are in the pipe before it exits (send is synchronous), so
+                # reading them first tells a finished job from one that died with its worker.
+                exited = w.proc.exitcode is not None
+                self._receive(w)
+                if exited:
+                    self._exited(w)
+
+    def _receive(self, w: _Worker) -> None:
+        while w.conn.poll():
             try:
-                for ev in _events(workers, events):
-                    if ev[0] == "end":
-                        result.outcomes[ev[3]] += 1
-            except KeyboardInterrupt:
-                for p in workers:
-                    p.terminate()
-        for p in workers:
-            p.join(timeout=30)
-        result.interrupted_by_user = result.interrupted_by_user or stopping
-        return result
+                job_id, outcome, detail, exiting = w.conn.recv()
+            except (EOFError, OSError):
+                return  # the worker is gone; _exited deals with its job
+            w.job = None
+            self.result.outcomes[outcome] += 1
+            error = detail or self.sweep.read_state(job_id).get("error", "")
+            self.progress.job_ended(
+                job_id, outcome, error, self.sweep.job_dir(job_id), running=self._running()
+            )
+            if exiting:
+                w.leaving = w.crashed = True
+            if exiting == "disk" and not self.stopping:
+                self._stop(f"stopping: {detail}")
+            if outcome == "failed" and self.fail_fast and not self.stopping:
+                self._stop("--fail-fast: stopping; running jobs checkpoint and `resume` continues them")
+            if not w.leaving:
+                self._hand_out(w)
 
+    def _exited(self, w: _Worker) -> None:
+        w.reaped = True
+        job, w.job = w.job, None
+        if job is None and w.leaving and not w.crashed:
+            return  # told to exit, and it did
+        if job is not None:
+            self._lost(w, job)
+        if self.todo and not self.stopping and self.restarts_left > 0:
+            self.restarts_left -= 1
+            self._start(w.index)
 
-def _events(workers: Sequence[Any], events: Any) -> Iterator[tuple]:
-    """Worker events until every worker has exited and the queue is empty."""
-    while any(p.is_alive() for p in workers) or not events.empty():
-        try:
-            yield events.get(timeout=0.2)
-        except queue.Empty:
-            continue
+    def _lost(self, w: _Worker, job: JobSpec) -> None:
+        """A worker died running `job` (OOM killer, kill -9): rerun it once in a new worker, else report it."""
+        code = w.proc.exitcode
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        self.deaths[job.job_id] += 1
+        died = f"worker {w.index} (pid {w.proc.pid}) died ({how}) running job {job.job_id}"
+        if not self.stopping and self.deaths[job.job_id] <= RERUNS_AFTER_DEATH and self.restarts_left > 0:
+            self.todo.appendleft(job)
+            self.progress.note(
+                f"[yellow]{died}[/yellow]: rerunning it in a new worker, from its last checkpoint"
+            )
+            return
+        self.result.outcomes["interrupted"] += 1
+        self.progress.job_ended(
+            job.job_id, "interrupted", "", self.sweep.job_dir(job.job_id), running=self._running()
+        )
+        again = " again" if self.deaths[job.job_id] > 1 else ""
+        self.progress.note(f"[red]{died}{again}[/red]; it is left interrupted (`resume` continues it)")
+
+    def _stop(self, message: str) -> None:
+        self.stopping = True
+        self.stop_flag.value = 1
+        self.progress.note(message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -179,8 +180,15 @@ def _select(loaded: Loaded, which: str) -> list[JobSpec]:
     return picked
 
 
+# The sweep directory a launch started on: what a Ctrl-C caught in main tells the user to resume.
+_launched: Path | None = None
+
+
 def _launch(loaded: Loaded, specs: list[JobSpec], args: argparse.Namespace) -> int:
     from launchers import make_launcher
+
+    global _launched
+    _launched = loaded.sweep.path
 
     launcher = make_launcher(loaded.plain["launcher"])
     if getattr(args, "no_progress", False) and hasattr(launcher, "progress"):
@@ -294,6 +302,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     make_launcher(loaded.plain["launcher"])  # bad launcher settings fail before anything is written
     sweep.create(config_mod.to_yaml(loaded.cfg))
+    global _launched
+    _launched = sweep.path
     console.print(f"sweep [bold]{loaded.plain['name']}[/bold] -> {sweep.path}")
     return _launch(loaded, _select(loaded, "resume"), args)
 
@@ -328,9 +338,8 @@ def _fit_source(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any], d
         loaded = load_existing(str(source), args.overrides)
         if not (loaded.sweep.results_path.exists() or any((loaded.sweep.path / "rows").glob("*.parquet"))):
             raise ConfigError(f"{loaded.sweep.path}: no rows yet; run or resume the sweep first")
-        _collect(loaded.sweep)
         out = Path(args.out) if args.out else loaded.sweep.fit_dir
-        return loaded.sweep.path, out, dict(loaded.plain.get("fit") or {}), columns
+        return _collected(loaded.sweep), out, dict(loaded.plain.get("fit") or {}), columns
     if not source.exists():
         raise ConfigError(
             f"{source}: no such file or directory; pass a sweep directory, a Parquet file, a directory of "
@@ -338,6 +347,19 @@ def _fit_source(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any], d
         )
     out = Path(args.out) if args.out else (source if source.is_dir() else source.parent) / "fit"
     return source, out, config_mod.fit_options(args.overrides), columns
+
+
+def _collected(sweep: SweepDir) -> Path:
+    """The sweep with results.parquet brought up to date, or its rows/ when the directory is read-only."""
+    try:
+        _collect(sweep)
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        # A read-only sweep (an archive, someone else's) can still be fitted: rows/ is the truth
+        # and the fit reads it directly; only a stale results.parquet must not be read instead.
+        return sweep.path / "rows"
+    return sweep.path
 
 
 def _column_map(pairs: Sequence[str]) -> dict[str, str]:
@@ -464,15 +486,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except ConfigError as e:
-        console.print(f"[red]error[/red]: {escape(str(e))}", soft_wrap=True)
-        return 2
+        return _error(str(e), 2)
     except ValueError as e:
         from scaling_sweep.train.options import OptionError
 
         if isinstance(e, OptionError):
-            console.print(f"[red]error[/red]: {escape(str(e))}", soft_wrap=True)
-            return 2
+            return _error(str(e), 2)
         raise
+    except BrokenPipeError:
+        # `plan --json | head`: the reader is gone. Point stdout at /dev/null so that Python's
+        # flush at exit does not raise again, and exit as a program killed by SIGPIPE would.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+    except KeyboardInterrupt:
+        # Ctrl-C before the launcher's handler is up, or during the end-of-run fit: every job
+        # state is on disk already, so a line saying how to go on is all that is needed.
+        where = f"; continue with `scaling-sweep resume {_launched}`" if _launched else ""
+        console.print(f"interrupted{where}", soft_wrap=True)
+        return 130
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        # A full disk or a read-only / forbidden directory is the machine, not a bug: one line.
+        path = Path(e.filename) if e.filename else Path("a file")
+        if path.name.startswith(".") and path.name.endswith(".tmp"):
+            path = path.parent  # an atomic write's temp file: the directory is what the user knows
+        return _error(f"{path}: {e.strerror or os.strerror(e.errno)}", 1)
+
+
+# What the machine, not the sweep, gets wrong: one line each (see main).
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _error(message: str, code: int) -> int:
+    console.print(f"[red]error[/red]: {escape(message)}", soft_wrap=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -67,6 +68,8 @@ def compose(overrides: Sequence[str], extra_config_dirs: Sequence[str] = ()) -> 
     _register()
     overrides = _grid_sweeps_as_lists(list(overrides))
     for extra in extra_config_dirs:
+        if not os.path.isdir(extra):  # Hydra only warns, and the groups it should hold go missing later
+            raise ConfigError(f"--config-dir {extra}: no such directory")
         overrides.append(f"hydra.searchpath=[file://{os.path.abspath(extra)}]")
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -117,11 +120,32 @@ def _grid_sweeps_as_lists(overrides: list[str]) -> list[str]:
             raise ConfigError(_one_line(e)) from e
         key = o.get_key_element()
         if o.is_sweep_override() and key.lstrip("+").startswith("grid."):
+            _check_sweep(line, o.value())
             values = [v for v in o.sweep_iterator()]
             out.append(f"{key}=[{','.join(_literal(v) for v in values)}]")
         else:
             out.append(line)
     return out
+
+
+def _check_sweep(line: str, sweep: Any) -> None:
+    """Refuse sweeps a grid axis cannot be, before iterating them (a long range would fill memory)."""
+    from hydra.core.override_parser.types import Glob, IntervalSweep, RangeSweep
+
+    from scaling_sweep.grid import MAX_POINTS
+
+    if isinstance(sweep, Glob):
+        raise ConfigError(
+            f"{line}: glob() picks config files, not values; list the values, e.g. grid.seed=[0,1,2]"
+        )
+    if isinstance(sweep, IntervalSweep):
+        raise ConfigError(
+            f"{line}: an interval has no list of values; list them or use range(start,stop,step)"
+        )
+    if isinstance(sweep, RangeSweep) and sweep.step:
+        n = math.ceil((sweep.stop - sweep.start) / sweep.step)
+        if n > MAX_POINTS:
+            raise ConfigError(f"{line}: {n:,} values, more than a grid's limit of {MAX_POINTS:,} points")
 
 
 def _literal(v: Any) -> str:

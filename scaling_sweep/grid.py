@@ -17,6 +17,9 @@ from scaling_sweep.spec import SECTIONS, JobSpec, join_canonical, section_json
 from scaling_sweep.train.options import SECTION_TYPES, OptionError, imp_levels, validate
 
 RESERVED = ("zip", "drop")
+# More points than this is a typo (a range too long, a zip forgotten) long before it is a sweep:
+# 10^8 points took 70 s and then a MemoryError. Counted from the axis lengths, before expanding.
+MAX_POINTS = 100_000
 # Axes that IMP reaches along one trajectory rather than as separate trainings.
 FOLDED_AXES = ("prune.density", "prune.levels")
 
@@ -232,6 +235,8 @@ def expand(cfg: Mapping[str, Any]) -> Plan:
         [dict(zip(group, vals)) for vals in zip(*(axes[g] for g in group))] for group in groups
     ]
     units += [[{p: v} for v in vals] for p, vals in axes.items() if p not in zipped]
+    _check_size(units)
+    _check_duplicates(units)
     base_names = _names(base, default_seed)
     drops = _compile_drops(grid, base_names)
     builder = _Builder(base, units, default_seed)
@@ -275,7 +280,53 @@ def expand(cfg: Mapping[str, Any]) -> Plan:
         raise ConfigError("the grid is empty: every point was dropped by grid.drop or an axis has no values")
     specs = list(by_id.values())
     _validate_sections(base, [(key[0], values) for key, (values, _) in builder.distinct.items()])
+    _check_rewinds(specs)
     return Plan(specs=specs, n_points=n_points, axes=axes, folded=n_points - len(specs))
+
+
+def _check_size(units: Sequence[Sequence[Any]]) -> None:
+    n = 1
+    for unit in units:
+        n *= len(unit)
+    if n > MAX_POINTS:
+        sizes = " x ".join(f"{len(u)} ({', '.join(u[0])})" for u in units if len(u) > 1)
+        raise ConfigError(
+            f"the grid has {n:,} points ({sizes}), more than the limit of {MAX_POINTS:,}; "
+            f"shorten an axis, zip axes that vary together (grid.zip) or split the sweep"
+        )
+
+
+def _check_duplicates(units: Sequence[Sequence[Mapping[str, Any]]]) -> None:
+    # A repeated value would be the same jobs twice: refuse it rather than fold it silently
+    # (values are compared after coercion, so width 1 and 1.0 are one value).
+    for unit in units:
+        seen: set[str] = set()
+        for element in unit:
+            key = repr(sorted(element.items()))
+            if key in seen:
+                shown = ", ".join(f"grid.{p}={v!r}" for p, v in element.items())
+                raise ConfigError(f"{shown} is listed twice; list each value of an axis once")
+            seen.add(key)
+
+
+def _check_rewinds(specs: Sequence[JobSpec]) -> None:
+    # The rewind point needs data, train and prune together, so it is checked per job; specs share
+    # their section dicts, so each distinct combination is checked once.
+    from scaling_sweep.train import checks
+    from scaling_sweep.train.options import parse
+
+    seen: set[tuple[int, int, int]] = set()
+    for spec in specs:
+        key = (id(spec.data), id(spec.train), id(spec.prune))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            checks.check_rewind(
+                parse("data", spec.data), parse("train", spec.train), parse("prune", spec.prune)
+            )
+        except OptionError as e:
+            raise ConfigError(str(e)) from e
 
 
 def _levels(prune: Mapping[str, Any]) -> int:

@@ -42,6 +42,24 @@ BAD = [
     (["+grid.drop=['seed >= 0']"], "the grid is empty"),
     (["data=cifar10", "data.root=/no/such/cifar"], "data.root=/no/such/cifar: no such directory"),
     (["launcher.devices=[tpu]"], "'tpu' is not a device"),
+    (["train.batch_size=0"], "train.batch_size=0: must be an integer >= 1"),
+    (["train.batch_size=-5"], "train.batch_size=-5: must be an integer >= 1"),
+    (["train.eval_batch_size=0"], "train.eval_batch_size=0: must be an integer >= 1"),
+    (["prune.rewind=epoch:10"], "prune.rewind=epoch:10: must be < train.epochs=10"),
+    (["train.steps=50", "prune.rewind=step:50"], "prune.rewind=step:50: must be < train.steps=50"),
+    # epochs budget, step rewind: mnist1d's size is known, 0.25 x 4000 = 1000 examples, 8 steps an epoch
+    (["prune.rewind=step:80"], "step 80 is not inside one level's budget of 80 steps (8 per epoch"),
+    (["data=digits", "grid.data.fraction=[1]", "prune.rewind=step:120"], "budget of 120 steps"),
+    (["data.root=''"], "data.root='': an empty path"),
+    (["data=cifar10", "data.root=''"], "data.root='': an empty path"),
+    (["launcher.jobs_per_device=0"], "launcher.jobs_per_device=0: must be an integer >= 1"),
+    (["launcher.threads_per_worker=0"], "launcher.threads_per_worker=0: must be an integer >= 1"),
+    (["grid.seed=glob(*)"], "glob() picks config files, not values; list the values"),
+    (["grid.seed=range(0,100000000)"], "100,000,000 values, more than a grid's limit of 100,000"),
+    (["grid.seed=range(0,1000)", "grid.model.width=range(1,1000)"], "the grid has 2,997,000 points"),
+    (["grid.model.width=[1,1,2]"], "grid.model.width=1.0 is listed twice"),
+    (["--config-dir", "/no/such/configs"], "--config-dir /no/such/configs: no such directory"),
+    (["summary_densities=[abc]"], "[abc]"),  # rich markup must not eat the brackets
 ]
 
 
@@ -92,3 +110,91 @@ def test_run_on_an_existing_sweep_with_another_config_is_refused(capsys, tmp_pat
 def test_status_of_a_directory_that_is_not_a_sweep(capsys, tmp_path):
     code, out = run_cli(capsys, "status", str(tmp_path))
     assert code == 2 and "no sweep.yaml here" in out
+
+
+def test_rewind_inside_the_budget_is_accepted(capsys, tmp_path):
+    code, out = run_cli(
+        capsys, "plan", f"out_dir={tmp_path}", "prune.rewind=step:79", "grid.data.fraction=[0.25]"
+    )
+    assert code == 0, out
+    # an epoch rewind against an epoch budget needs no dataset size
+    code, out = run_cli(
+        capsys, "plan", f"out_dir={tmp_path}", "prune.rewind=epoch:9", "grid.data.fraction=[0.25]"
+    )
+    assert code == 0, out
+
+
+def test_zipped_axes_may_repeat_a_value_of_one_axis(capsys, tmp_path):
+    code, out = run_cli(
+        capsys,
+        "plan",
+        f"out_dir={tmp_path}",
+        "grid.model.width=[1,1]",
+        "+grid.train.lr=[0.1,0.2]",
+        "+grid.zip=[[model.width,train.lr]]",
+    )
+    assert code == 0, out
+
+
+def test_an_override_after_no_progress_is_accepted(capsys, tmp_path, monkeypatch):
+    from scaling_sweep import cli
+
+    monkeypatch.setattr(cli, "_select", lambda loaded, which: [])
+    monkeypatch.setattr(cli, "_finish", lambda loaded: None)
+    code, out = run_cli(capsys, "run", "--no-progress", "sweep=smoke", f"out_dir={tmp_path}")
+    assert code == 0, out
+    assert (tmp_path / "smoke" / "sweep.yaml").is_file()
+
+
+def test_plan_json_into_a_closed_pipe_exits_quietly(tmp_path):
+    import subprocess
+
+    from tests.conftest import CLI, ROOT, cli_env
+
+    # head reads one line and leaves; 6,000 jobs of JSON overflow the pipe's buffer.
+    cmd = " ".join([*CLI, "plan", "--json", f"out_dir={tmp_path}", "'grid.seed=range(0,2000)'"])
+    p = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {cmd} | head -1"],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert p.stdout == "{\n" and p.stderr == "" and p.returncode == 141
+
+
+def test_a_full_disk_is_one_line(capsys, tmp_path, monkeypatch):
+    import errno
+
+    from scaling_sweep.sweep import SweepDir
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "sweep.yaml"))
+
+    monkeypatch.setattr(SweepDir, "create", full)
+    code, out = run_cli(capsys, "run", "sweep=smoke", f"out_dir={tmp_path}")
+    assert code == 1
+    assert out.strip() == f"error: {tmp_path}/smoke/sweep.yaml: No space left on device"
+
+
+@pytest.mark.parametrize("where", ["before_launch", "during_fit"])
+def test_ctrl_c_outside_the_launcher_is_one_line_and_exit_130(capsys, tmp_path, monkeypatch, where):
+    from scaling_sweep import cli
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_launched", None)
+    if where == "before_launch":
+        monkeypatch.setattr(cli, "load_new", interrupt)
+    else:
+        monkeypatch.setattr(cli, "_select", lambda loaded, which: [])
+        monkeypatch.setattr(cli, "_finish", interrupt)
+    code, out = run_cli(capsys, "run", "--no-progress", "sweep=smoke", f"out_dir={tmp_path}")
+    assert code == 130
+    last = out.strip().splitlines()[-1]
+    if where == "before_launch":
+        assert out.strip() == "interrupted"
+    else:
+        assert last == f"interrupted; continue with `scaling-sweep resume {tmp_path / 'smoke'}`"
+    assert "Traceback" not in out

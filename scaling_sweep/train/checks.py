@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from scaling_sweep.train.options import DataOptions, ModelOptions, OptionError, PruneOptions, TrainOptions
@@ -10,6 +11,9 @@ from scaling_sweep.train.options import DataOptions, ModelOptions, OptionError, 
 MODEL_NAMES = ("cifar_resnet", "cifar_vgg", "mlp", "cnn1d")
 DATASET_NAMES = ("mnist1d", "digits", "cifar10", "cifar100", "imagenet")
 DATASETS_WITH_ROOT = ("cifar10", "cifar100", "imagenet")
+# Training-set sizes known without loading (generated or shipped data; a test pins them against
+# the loaders). Datasets read from data.root may be any size, so their budgets are known only then.
+TRAIN_SIZES = {"mnist1d": 4000, "digits": 1797 - 360}
 
 
 def check_model(m: ModelOptions) -> None:
@@ -28,6 +32,13 @@ def check_model(m: ModelOptions) -> None:
 def check_data(d: DataOptions) -> None:
     if d.name not in DATASET_NAMES:
         raise OptionError(f"data.name={d.name!r} is unknown; known datasets: {', '.join(DATASET_NAMES)}")
+    for key in ("root", "cache_dir"):
+        value = getattr(d, key)
+        if value is not None and not str(value).strip():
+            # An empty path would silently mean the current directory (or "not set" for root).
+            raise OptionError(
+                f"data.{key}={value!r}: an empty path; give a directory or leave it unset (null)"
+            )
     if d.name in DATASETS_WITH_ROOT:
         if not d.root:
             raise OptionError(
@@ -44,6 +55,10 @@ def check_train(t: TrainOptions) -> None:
         raise OptionError(f"train.optimizer={t.optimizer!r} is unknown; known: sgd, adamw")
     if t.schedule not in ("multistep", "cosine", "constant"):
         raise OptionError(f"train.schedule={t.schedule!r} is unknown; known: multistep, cosine, constant")
+    for key in ("batch_size", "eval_batch_size"):
+        value = getattr(t, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise OptionError(f"train.{key}={value!r}: must be an integer >= 1")
 
 
 def check_prune(p: PruneOptions) -> None:
@@ -67,3 +82,60 @@ def check_early_stop(p: PruneOptions) -> None:
     m = p.chance_margin
     if isinstance(m, bool) or not isinstance(m, (int, float)) or not (0.0 <= float(m) < 1.0):
         raise OptionError(f"prune.chance_margin={m!r}: must be a number in [0, 1) (absolute test error)")
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches per epoch: ceil(n / batch_size), except that a last batch of one example is dropped.
+
+    (BatchNorm cannot train on a batch of one, and one example is noise anyway.)
+    """
+    full, rest = divmod(n, batch_size)
+    return max(1, full + (1 if rest >= 2 else 0))
+
+
+def subset_size(n: int, fraction: float) -> int:
+    """ceil(fraction * n), immune to float noise (0.1 * 4000 is 400, not 401), at least 1."""
+    return min(n, max(1, math.ceil(round(float(fraction) * n, 6))))
+
+
+def train_size(d: DataOptions) -> int | None:
+    """Training examples a job uses, when known without loading the data; else None.
+
+    Balanced subsets depend on the class counts (known only once loaded), so they count as unknown.
+    """
+    n = TRAIN_SIZES.get(d.name)
+    if n is None or d.balanced:
+        return None
+    return subset_size(n, d.fraction)
+
+
+def check_rewind(d: DataOptions, t: TrainOptions, p: PruneOptions) -> None:
+    """prune.rewind=step:K / epoch:K must lie inside one level's budget.
+
+    Exact when the budget's unit is the rewind's, or when the training-set size is known without
+    loading (mnist1d, digits); otherwise (cifar, imagenet, balanced subsets with mixed units) the
+    trainer checks it when the job starts.
+    """
+    kind, _, k = p.rewind.partition(":")
+    if kind not in ("step", "epoch") or not k.isdigit():
+        return
+    k_int = int(k)
+    if t.steps is None and kind == "epoch":
+        budget, what = int(t.epochs or 0), f"train.epochs={t.epochs}"
+    elif t.steps is not None and kind == "step":
+        budget, what = int(t.steps), f"train.steps={t.steps}"
+    else:
+        n = train_size(d)
+        if n is None:
+            return
+        per_epoch = steps_per_epoch(n, t.batch_size)
+        step = k_int * per_epoch if kind == "epoch" else k_int
+        total = int(t.steps) if t.steps is not None else int(t.epochs or 0) * per_epoch
+        if step >= total:
+            raise OptionError(
+                f"prune.rewind={p.rewind}: step {step} is not inside one level's budget of {total} steps "
+                f"({per_epoch} per epoch: {n} {d.name} examples at data.fraction={d.fraction}, batch {t.batch_size}); use a smaller K"
+            )
+        return
+    if k_int >= budget:
+        raise OptionError(f"prune.rewind={p.rewind}: must be < {what} (a point inside one level's training)")

@@ -7,19 +7,11 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from scaling_sweep.train.augment import crop_flip, draw_params
+from scaling_sweep.train.checks import steps_per_epoch  # torch-free: plans check rewind budgets with it
 from scaling_sweep.train.data.subsets import subset_indices
 from scaling_sweep.train.options import DataOptions, OptionError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Batches per epoch: ceil(n / batch_size), except that a last batch of one example is dropped.
-
-    (BatchNorm cannot train on a batch of one, and one example is noise anyway.)
-    """
-    full, rest = divmod(n, batch_size)
-    return max(1, full + (1 if rest >= 2 else 0))
 
 
 def pixel_affine(

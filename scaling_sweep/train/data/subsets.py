@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from scaling_sweep.train.checks import subset_size  # torch-free, so plans can count examples too
 from scaling_sweep.train.seeds import derive_seed
 
-
-def subset_size(n: int, fraction: float) -> int:
-    """ceil(fraction * n), immune to float noise (0.1 * 4000 is 400, not 401), at least 1."""
-    return min(n, max(1, math.ceil(round(float(fraction) * n, 6))))
+__all__ = ["permutation", "subset_indices", "subset_size"]
 
 
 def permutation(n: int, *, dataset: str, data_seed: int) -> torch.Tensor:
