@@ -30,6 +30,10 @@ BUSY_WAIT_S = STALE_S + 2 * HEARTBEAT_S
 FINAL = ("done", "skipped", "failed")
 
 
+class JobsFailed(RuntimeError):
+    """Some of a task's trainings failed: raised so the task exits non-zero and sacct says FAILED."""
+
+
 class StopSignals:
     """SLURM's signals as flags: `requested()` is the trainer's `stop`; `requeue()` hands over to submitit."""
 
@@ -51,6 +55,10 @@ class StopSignals:
     def _on_terminate(self, signum: int, frame: Any) -> None:
         self.terminate_asked = True
         print("caught SIGTERM: checkpointing, then exiting", flush=True)
+
+    def ignore(self) -> None:
+        signal.signal(self.signum, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def requested(self) -> bool:
         return self.requeue_asked or self.terminate_asked
@@ -99,10 +107,24 @@ class SweepTask(Checkpointable):
             torch.set_num_threads(self.threads)
         outcomes = self.run_all(signals.requested)
         unfinished = [j for j in self.job_ids if outcomes.get(j) not in FINAL]
+        if not unfinished:
+            # Every job is finished: a time-limit or preemption signal from now on finds nothing to save,
+            # and must not turn a finished task into a FAILED one while it exits.
+            signals.ignore()
         if signals.requested() and unfinished:
             if signals.requeue_asked or signals.wait_for_requeue_signal(TERM_GRACE_S):
                 signals.requeue()
             # SIGTERM alone: SLURM requeues a preempted job itself; `resume` picks up the rest.
+            return outcomes
+        failed = [j for j in self.job_ids if outcomes.get(j) == "failed"]
+        if failed:
+            # A task that ends 0:0 after a failed training would read COMPLETED in sacct and satisfy
+            # `afterok` dependencies; the failure is on disk (jobs/<id>/error.txt), the exit says so too.
+            raise JobsFailed(
+                f"{len(failed)} of {len(self.job_ids)} jobs failed ({', '.join(failed[:3])}"
+                f"{', ...' if len(failed) > 3 else ''}); tracebacks in {self.sweep_dir}/jobs/<id>/error.txt, "
+                f"rerun with `scaling-sweep retry {self.sweep_dir}`"
+            )
         return outcomes
 
     def run_all(self, stop: Callable[[], bool]) -> dict[str, str]:

@@ -87,10 +87,12 @@ def _launcher_group(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, 
 class Loaded:
     """A sweep's config, its expanded plan and its directory."""
 
-    def __init__(self, cfg: DictConfig, sweep: SweepDir) -> None:
+    def __init__(self, cfg: DictConfig, sweep: SweepDir, trains_here: bool = True) -> None:
         self.cfg = cfg
         self.plain = _plain(cfg)
-        self.plan: Plan = expand(self.plain)
+        # Dataset roots must exist only where training runs: not for status or fit, not on a SLURM login node.
+        local = (self.plain.get("launcher") or {}).get("name", "local") != "slurm"
+        self.plan: Plan = expand(self.plain, check_paths=trains_here and local)
         self.sweep = sweep
 
 
@@ -100,7 +102,7 @@ def load_new(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> Loade
     return Loaded(cfg, SweepDir(Path(plain["out_dir"]) / plain["name"]))
 
 
-def load_existing(path: str, overrides: Sequence[str] = ()) -> Loaded:
+def load_existing(path: str, overrides: Sequence[str] = (), trains_here: bool = True) -> Loaded:
     sweep = SweepDir(path)
     frozen = config_mod.from_yaml(sweep.read_config())
     cfg, rest = _launcher_group(frozen, list(overrides))
@@ -111,7 +113,7 @@ def load_existing(path: str, overrides: Sequence[str] = ()) -> Loaded:
             f"{path}: the override changes training of the frozen sweep.yaml ({'; '.join(diff[:3])}); "
             f"start a new sweep with `scaling-sweep run ... name=NEW` instead"
         )
-    return Loaded(cfg, sweep)
+    return Loaded(cfg, sweep, trains_here)
 
 
 # -- subcommands ---------------------------------------------------------------------------
@@ -150,7 +152,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from scaling_sweep.report import print_status, status_json
 
-    loaded = load_existing(args.sweep_dir)
+    loaded = load_existing(args.sweep_dir, trains_here=False)
     statuses = _statuses(loaded)
     slurm = _slurm_states(loaded.sweep)
     if args.json:
@@ -190,6 +192,12 @@ def _launch(loaded: Loaded, specs: list[JobSpec], args: argparse.Namespace) -> i
     global _launched
     _launched = loaded.sweep.path
 
+    if not specs and (loaded.plain.get("launcher") or {}).get("name") == "slurm":
+        # Nothing to submit: no need to reach slurmctld (it may be down, or this a machine without it).
+        console.print(
+            f"nothing to submit; `scaling-sweep status {loaded.sweep.path}` shows where the sweep stands"
+        )
+        return 0
     launcher = make_launcher(loaded.plain["launcher"])
     if getattr(args, "no_progress", False) and hasattr(launcher, "progress"):
         launcher.progress = False
@@ -221,7 +229,10 @@ def _launch(loaded: Loaded, specs: list[JobSpec], args: argparse.Namespace) -> i
 def _collect(sweep: SweepDir) -> Any:
     from scaling_sweep.results import collect
 
-    return collect(sorted((sweep.path / "rows").glob("*.parquet")), sweep.results_path)
+    def report(line: str) -> None:
+        console.print(f"[yellow]warning[/yellow]: {escape(line)}", soft_wrap=True)
+
+    return collect(sorted((sweep.path / "rows").glob("*.parquet")), sweep.results_path, report=report)
 
 
 def _finish(loaded: Loaded) -> None:
@@ -310,6 +321,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     loaded = load_existing(args.sweep_dir, args.overrides)
+    loaded.sweep.remove_stale_temps()  # what a killed run left half-written (results.parquet's, say)
     return _launch(loaded, _select(loaded, "resume"), args)
 
 
@@ -335,7 +347,7 @@ def _fit_source(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any], d
     source = Path(args.source)
     columns = _column_map(args.column)
     if (source / "sweep.yaml").is_file():
-        loaded = load_existing(str(source), args.overrides)
+        loaded = load_existing(str(source), args.overrides, trains_here=False)
         if not (loaded.sweep.results_path.exists() or any((loaded.sweep.path / "rows").glob("*.parquet"))):
             raise ConfigError(f"{loaded.sweep.path}: no rows yet; run or resume the sweep first")
         out = Path(args.out) if args.out else loaded.sweep.fit_dir

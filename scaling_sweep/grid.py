@@ -221,7 +221,7 @@ class _Builder:
         return spec.preset_canonical(join_canonical(parts, seed))
 
 
-def expand(cfg: Mapping[str, Any]) -> Plan:
+def expand(cfg: Mapping[str, Any], check_paths: bool = True) -> Plan:
     """Expand a composed sweep config (plain dict) into trajectory JobSpecs, validated."""
     base = {s: dict(cfg[s]) for s in SECTIONS}
     default_seed = int(cfg["seed"])
@@ -279,7 +279,7 @@ def expand(cfg: Mapping[str, Any]) -> Plan:
     if not by_id:
         raise ConfigError("the grid is empty: every point was dropped by grid.drop or an axis has no values")
     specs = list(by_id.values())
-    _validate_sections(base, [(key[0], values) for key, (values, _) in builder.distinct.items()])
+    _validate_sections(base, [(key[0], values) for key, (values, _) in builder.distinct.items()], check_paths)
     _check_rewinds(specs)
     return Plan(specs=specs, n_points=n_points, axes=axes, folded=n_points - len(specs))
 
@@ -337,13 +337,15 @@ def _levels(prune: Mapping[str, Any]) -> int:
 
 
 def _validate_sections(
-    base: Mapping[str, Mapping[str, Any]], distinct: Sequence[tuple[str, Mapping[str, Any]]]
+    base: Mapping[str, Mapping[str, Any]],
+    distinct: Sequence[tuple[str, Mapping[str, Any]]],
+    check_paths: bool = True,
 ) -> None:
     # Checks are per section and a grid's jobs share most sections: validate each distinct
     # section once, beside the base config's other sections.
     first = {s: dict(base[s]) for s in SECTIONS} | {"seed": 0}
     for section, values in distinct:
         try:
-            validate({**first, section: dict(values)})
+            validate({**first, section: dict(values)}, check_paths)
         except OptionError as e:
             raise ConfigError(str(e)) from e

@@ -198,3 +198,35 @@ def test_ctrl_c_outside_the_launcher_is_one_line_and_exit_130(capsys, tmp_path, 
     else:
         assert last == f"interrupted; continue with `scaling-sweep resume {tmp_path / 'smoke'}`"
     assert "Traceback" not in out
+
+
+def test_status_needs_no_dataset_root_but_a_local_resume_does(capsys, tmp_path):
+    """Only the machine that trains reads data.root: status works where it is missing (a SLURM login
+    node, an archive); a local resume, which would train here, stops with one line."""
+    from scaling_sweep import config as config_mod
+    from scaling_sweep.sweep import SweepDir
+
+    root = tmp_path / "cifar10"
+    root.mkdir()
+    cfg = config_mod.compose(
+        [f"out_dir={tmp_path}", "name=gone", "data=cifar10", f"data.root={root}", "model=cifar_resnet"]
+    )
+    SweepDir(tmp_path / "gone").create(config_mod.to_yaml(cfg))
+    root.rmdir()
+    code, out = run_cli(capsys, "status", str(tmp_path / "gone"))
+    assert code == 0 and "pending" in out, out
+    code, out = run_cli(capsys, "resume", str(tmp_path / "gone"))
+    assert code == 2 and out.strip().splitlines() == [
+        f"error: data.root={root}: no such directory; point data.root at your local cifar10 copy"
+    ]
+
+
+def test_a_slurm_sweep_with_nothing_to_run_does_not_need_slurmctld(capsys, tmp_path, monkeypatch):
+    from scaling_sweep import config as config_mod
+    from scaling_sweep.sweep import SweepDir
+
+    cfg = config_mod.compose([f"out_dir={tmp_path}", "name=s", "launcher=slurm", "sweep=smoke"])
+    SweepDir(tmp_path / "s").create(config_mod.to_yaml(cfg))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, squeue or scontrol to reach a controller with
+    code, out = run_cli(capsys, "retry", str(tmp_path / "s"))  # nothing failed: nothing to run
+    assert code == 0 and "nothing to submit" in out, out

@@ -29,7 +29,8 @@ def check_model(m: ModelOptions) -> None:
         raise OptionError(f"model.depth={m.depth}: {m.name} needs depth >= 1")
 
 
-def check_data(d: DataOptions) -> None:
+def check_data(d: DataOptions, check_paths: bool = True) -> None:
+    """`check_paths=False`: leave out whether data.root exists here (a SLURM login node need not have it)."""
     if d.name not in DATASET_NAMES:
         raise OptionError(f"data.name={d.name!r} is unknown; known datasets: {', '.join(DATASET_NAMES)}")
     for key in ("root", "cache_dir"):
@@ -44,7 +45,7 @@ def check_data(d: DataOptions) -> None:
             raise OptionError(
                 f"data.root is not set: {d.name} is read from a local directory; pass data.root=/path/to/{d.name}"
             )
-        if not os.path.isdir(os.path.expanduser(d.root)):
+        if check_paths and not os.path.isdir(os.path.expanduser(d.root)):
             raise OptionError(
                 f"data.root={d.root}: no such directory; point data.root at your local {d.name} copy"
             )

@@ -235,8 +235,26 @@ def run_imp(
     """Train one IMP trajectory (or one-shot job), resuming from `ckpt_dir`; returns every level's metrics.
 
     `fence` is called right before every checkpoint write; it raises (run_job: the job's lease was
-    taken over) to abandon the job without writing.
+    taken over) to abandon the job without writing. A resumed job trains with the torch thread count
+    it started with (CPU reductions split work by thread, so another count changes the last digits);
+    the caller's count is restored when it returns.
     """
+    threads = torch.get_num_threads()
+    try:
+        return _train(config, device, ckpt_dir, emit, stop, log, fence)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    config: dict,
+    device: str,
+    ckpt_dir: Path,
+    emit: Callable[[list[dict]], None],
+    stop: Callable[[], bool],
+    log: Callable[[str], None],
+    fence: Callable[[], None],
+) -> list[dict]:
     opts = parse_config(config)
     dev = torch.device(device)
     train_opts, prune = opts.train, opts.prune
@@ -266,6 +284,12 @@ def run_imp(
             saved["rewind"],
             saved.get("stopped"),  # absent from checkpoints written before early stops existed
         )
+        started_with = saved.get("threads")  # absent from checkpoints written before it was recorded
+        if started_with and started_with != torch.get_num_threads():
+            log(
+                f"training with {started_with} torch threads, as the job started (this worker has {torch.get_num_threads()})"
+            )
+            torch.set_num_threads(started_with)
         model.load_state_dict(saved["model"])
         torch.set_rng_state(saved["rng"])
         if dev.type == "cuda" and saved.get("rng_cuda") is not None:
@@ -294,6 +318,7 @@ def run_imp(
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
                 "rng": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+                "threads": torch.get_num_threads(),
             },
         )
 

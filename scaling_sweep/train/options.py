@@ -108,8 +108,11 @@ def _in_unit_interval(name: str, value: float | None) -> None:
         raise OptionError(f"{name}={value}: must be in (0, 1]")
 
 
-def validate(config: Mapping[str, Any]) -> None:
+def validate(config: Mapping[str, Any], check_paths: bool = True) -> None:
     """Check a trainer config {model, data, train, prune, seed} without importing torch.
+
+    `check_paths=False` leaves out whether data.root exists on this machine: where the training runs
+    elsewhere (SLURM) or not at all (status, fit), only the machine that trains needs it.
 
     Model- and dataset-specific checks (names, depths, dataset roots) live beside their
     registries' names in `scaling_sweep.train.checks`.
@@ -135,6 +138,6 @@ def validate(config: Mapping[str, Any]) -> None:
     if train.steps is not None and train.steps < 1:
         raise OptionError(f"train.steps={train.steps}: must be >= 1")
     checks.check_model(model)
-    checks.check_data(data)
+    checks.check_data(data, check_paths)
     checks.check_train(train)
     checks.check_prune(prune)

@@ -72,6 +72,25 @@ def test_stopped_job_resumes_to_bitwise_identical_numbers(job, tmp_path):
     assert without_wall(resumed) == without_wall(reference)
 
 
+def test_a_job_resumed_with_another_thread_count_trains_with_the_one_it_started_with(job, tmp_path):
+    config = job(model={"name": "mlp", "width": 4.0, "depth": 2})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        reference = _run(config, tmp_path / "reference")
+        ckpt = tmp_path / "stopped"
+        with pytest.raises(Interrupted):
+            _run(config, ckpt, stop=_stop_after(16 + 5))
+        torch.set_num_threads(2)
+        said: list[str] = []
+        resumed = _run(config, ckpt, log=said.append)
+        assert torch.get_num_threads() == 2  # the caller's count is back
+    finally:
+        torch.set_num_threads(before)
+    assert any("training with 1 torch threads, as the job started" in line for line in said), said
+    assert without_wall(resumed) == without_wall(reference)
+
+
 def test_killed_job_resumes_to_identical_numbers_on_cpu(job, tmp_path):
     config = job(train={"epochs": 3, "checkpoint_every": 1})  # 24 steps a level, checkpoints every 8
     (tmp_path / "config.json").write_text(json.dumps(config))

@@ -1,0 +1,49 @@
+"""What one SLURM array task does at its end, run here in-process (no cluster needed)."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from launchers.slurm_task import JobsFailed, SweepTask
+from scaling_sweep import config as config_mod
+from scaling_sweep.grid import expand
+from scaling_sweep.sweep import SweepDir
+
+
+def test_a_task_whose_training_failed_raises_so_sacct_says_failed(tmp_path):
+    not_cifar = tmp_path / "not-cifar"  # exists, so the plan passes; holds no CIFAR files, so training fails
+    not_cifar.mkdir()
+    cfg = config_mod.compose(
+        [f"out_dir={tmp_path}", "name=s", "sweep=smoke", "grid.model.width=[0.25]", "grid.data.fraction=[1]"]
+        + ["+grid.data.name=[mnist1d,cifar10]", f"data.root={not_cifar}"]
+    )
+    sweep = SweepDir(tmp_path / "s")
+    sweep.create(config_mod.to_yaml(cfg))
+    specs = expand(OmegaConf.to_container(cfg, resolve=True)).specs
+    task = SweepTask(str(sweep.path), "s", [s.to_dict() for s in specs])
+    with pytest.raises(JobsFailed, match=r"1 of 2 jobs failed .*scaling-sweep retry"):
+        task()
+    states = {s.job_id: sweep.read_state(s.job_id)["status"] for s in specs}
+    assert sorted(states.values()) == ["done", "failed"]  # the other job still ran to the end
+
+
+def test_a_finished_task_ignores_late_time_limit_signals(tmp_path):
+    import os
+    import signal
+
+    cfg = config_mod.compose(
+        [f"out_dir={tmp_path}", "name=s", "sweep=smoke", "grid.model.width=[0.25]", "grid.data.fraction=[1]"]
+    )
+    sweep = SweepDir(tmp_path / "s")
+    sweep.create(config_mod.to_yaml(cfg))
+    specs = expand(OmegaConf.to_container(cfg, resolve=True)).specs
+    task = SweepTask(str(sweep.path), "s", [s.to_dict() for s in specs])
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR2, signal.SIGTERM)}
+    try:
+        assert task() == {specs[0].job_id: "done"}
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN == signal.getsignal(signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGUSR2)  # as SLURM's warning would, while the task exits
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
