@@ -42,6 +42,8 @@ def test_fit_reads_a_csv_with_mapped_columns_and_writes_where_told(capsys, tmp_p
     assert f"wrote {out / 'params.json'}" in text and f"wrote {out / 'quality.md'}" in text
     params = json.loads((out / "params.json").read_text())
     assert params["laws"]["pruning2021"]["verdict"] in ("ok", "unconstrained", "misfit")
+    assert params["options"]["folds"] == 0 and params["laws"]["pruning2021"]["cv"] is None  # 0 means none
+    assert params["options"]["bootstrap"] == 20
     assert text.index("pruning2021: ") < text.index("law ")  # the verdict comes before the numbers
 
 

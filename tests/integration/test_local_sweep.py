@@ -102,6 +102,30 @@ def test_sweep_writes_every_level_once_and_never_retrains(reference, tmp_path):
     assert all(j["attempts"] == 1 and j["levels_done"] == LEVELS for j in st["job_list"])
 
 
+def test_garbage_inside_a_rows_file_and_flipped_checkpoint_bytes_rerun_to_the_same_rows(reference, tmp_path):
+    """Damage that keeps a file's length: status names it, resume reruns that job from its last good
+    checkpoint, and every row ends as in the uninterrupted run, exactly once."""
+    cli("run", f"out_dir={tmp_path}", *SWEEP)
+    sweep_dir = tmp_path / "smoke"
+    rows = sorted(_rows_files(sweep_dir))
+    damaged = rows[0]
+    data = bytearray(damaged.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = b"\xff" * 16
+    damaged.write_bytes(bytes(data))
+    ckpt = sweep_dir / "jobs" / rows[1].stem / "ckpt" / "checkpoint.pt"
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    st = status(sweep_dir)
+    assert any(damaged.name in p for p in st["problems"]), st["problems"]
+    assert st["counts"]["done"] < 6
+    cli("resume", str(sweep_dir))
+    cli("collect", str(sweep_dir))
+    assert metrics(sweep_dir) == reference
+    assert status(sweep_dir)["counts"]["done"] == 6
+
+
 def test_kill_9_at_any_moment_then_resume_gives_the_uninterrupted_rows(reference, tmp_path):
     sweep_dir = tmp_path / "smoke"
     proc = _start(tmp_path)
