@@ -153,14 +153,20 @@ class HashingWriter:
 # -- temp files of killed writers ------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` on this host is alive (a zombie nobody reaps counts as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    return True
+    # A killed process whose parent died too may linger as a zombie nobody reaps: it is dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def remove_stale_temps(directories: Iterable[Path], prefix: str = "", now: float | None = None) -> list[Path]:
@@ -178,7 +184,7 @@ def remove_stale_temps(directories: Iterable[Path], prefix: str = "", now: float
                 continue
             p = Path(d) / name
             try:
-                dead = m["host"] == HOST and not _pid_alive(int(m["pid"]))
+                dead = m["host"] == HOST and not pid_alive(int(m["pid"]))
                 if dead or now - p.stat().st_mtime > STALE_TEMP_S:
                     p.unlink()
                     removed.append(p)

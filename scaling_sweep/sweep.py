@@ -19,6 +19,7 @@ from filelock import FileLock
 
 from scaling_sweep.atomic import (
     digest_problem,
+    pid_alive,
     read_json,
     remove_stale_temps,
     sidecar,
@@ -37,21 +38,6 @@ HEARTBEAT_S = min(10.0, STALE_S / 6)  # how often a running job refreshes its le
 
 # On-disk job states (state.json "status"); "running" is only believed while the lease is live.
 PENDING, RUNNING, DONE, FAILED, INTERRUPTED = "pending", "running", "done", "failed", "interrupted"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    # A killed process whose parent died too may linger as a zombie nobody reaps: it is dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 def _process_start(pid: int) -> str:
@@ -172,7 +158,7 @@ def lease_is_live(record: dict[str, Any], now: float | None = None) -> bool:
         return False
     if record.get("host") == HOST:
         pid = int(record.get("pid", 0))
-        return pid > 0 and _pid_alive(pid) and _process_start(pid) == record.get("start", "")
+        return pid > 0 and pid_alive(pid) and _process_start(pid) == record.get("start", "")
     return True
 
 
