@@ -151,7 +151,9 @@ def _worker(
         # run_job records training failures itself; this is the sweep layer failing
         except BaseException as e:
             disk = isinstance(e, OSError) and e.errno in QUIET_ERRNOS
-            conn.send((spec.job_id, "failed", f"{type(e).__name__}: {e}", "disk" if disk else "crash"))
+            # A full disk is not the job's failure: `resume` continues it once there is room again.
+            outcome = "interrupted" if disk else "failed"
+            conn.send((spec.job_id, outcome, f"{type(e).__name__}: {e}", "disk" if disk else "crash"))
             if disk:
                 return  # a full or read-only disk: the line above says it once, not a traceback per worker
             raise

@@ -88,5 +88,5 @@ class SweepProgress:
                 )
 
     def note(self, message: str) -> None:
-        if self.enabled:
-            self.console.print(message)
+        # Always: a failure or a stop is what a log must show; `enabled` only turns off the bar and its lines.
+        self.console.print(message, soft_wrap=True)

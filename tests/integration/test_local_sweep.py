@@ -310,6 +310,37 @@ def test_a_job_that_kills_every_worker_is_left_interrupted(tmp_path, capsys):
     assert out.count("died (killed by signal 9)") == 4 and out.count("left interrupted") == 2, out
 
 
+def _fill_the_disk(config, device, ckpt_dir, emit, stop=None, log=None):
+    """A train_fn after which the disk is full: the job's next state write fails with ENOSPC."""
+    import errno
+
+    from scaling_sweep.sweep import SweepDir
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(ckpt_dir))
+
+    SweepDir.write_state = full
+    return []
+
+
+def test_a_full_disk_in_a_worker_ends_the_launch_with_one_line(tmp_path, capsys):
+    from launchers.local import LocalLauncher
+    from scaling_sweep.cli import load_new
+
+    loaded = load_new(
+        ["sweep=smoke", f"out_dir={tmp_path}", "grid.model.width=[0.25,0.5]", "grid.data.fraction=[1]"]
+    )
+    loaded.sweep.create("name: smoke\n")
+    launcher = LocalLauncher(["cpu"], train_fn=f"{__name__}:_fill_the_disk", progress=False)
+    result = launcher.launch(loaded.sweep, loaded.plan.specs)
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    lines = [line for line in (out.out + out.err).splitlines() if "No space left on device" in line]
+    assert len(lines) == 1, out.out + out.err
+    # not the job's failure: it is left for `resume` once there is room, and the launch stops
+    assert result.outcomes == {"interrupted": 1} and lines[0].startswith("stopping: OSError: [Errno 28]")
+
+
 def test_a_suspended_worker_whose_job_was_taken_over_writes_nothing(tmp_path):
     """SIGSTOP past the lease timeout, `resume` takes the job over and finishes it, SIGCONT: the
     old worker must stop at its next step without writing a checkpoint, rows or state."""
