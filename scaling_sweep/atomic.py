@@ -13,7 +13,7 @@ import re
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -63,6 +63,45 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             pass
         raise
     _fsync_dir(path.parent)
+
+
+@contextmanager
+def staged_text(path: str | os.PathLike, text: str) -> Iterator[Callable[[], None]]:
+    """Write `text` to a synced temp file now; yield `commit`, which renames it over `path`.
+
+    For a write that must happen under a lock: the slow part (write, fsync) is done before the lock is
+    taken, so the lock is held only for a check and a rename. Not committed: the temp file is removed.
+    """
+    path = Path(path)
+    fd, staged = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}@{HOST}.", suffix=".tmp", dir=path.parent
+    )
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(staged)
+        raise
+    done = False
+
+    def commit() -> None:
+        nonlocal done
+        os.replace(staged, path)
+        done = True
+
+    try:
+        yield commit
+    finally:
+        if not done:
+            try:
+                os.unlink(staged)
+            except FileNotFoundError:
+                pass
+        else:
+            _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
 
 from scaling_sweep.atomic import (
     digest_problem,
@@ -23,6 +25,7 @@ from scaling_sweep.atomic import (
     read_json,
     remove_stale_temps,
     sidecar,
+    staged_text,
     write_digests,
     write_json,
     write_text,
@@ -35,6 +38,9 @@ from scaling_sweep.train.options import imp_levels
 # shorten it through the environment; every process of one sweep must agree on it.
 STALE_S = float(os.environ.get("SCALING_SWEEP_LEASE_TIMEOUT_S") or 60.0)
 HEARTBEAT_S = min(10.0, STALE_S / 6)  # how often a running job refreshes its lease
+LOCK_TIMEOUT_S = (
+    60.0  # the lease lock is held for a check and a rename: only a stopped process holds it this long
+)
 
 # On-disk job states (state.json "status"); "running" is only believed while the lease is live.
 PENDING, RUNNING, DONE, FAILED, INTERRUPTED = "pending", "running", "done", "failed", "interrupted"
@@ -88,7 +94,7 @@ class Lease:
         self._thread = threading.Thread(target=self._beat, name=f"lease-{path.parent.name}", daemon=True)
 
     def _lock(self) -> FileLock:
-        return FileLock(str(self.path.parent / ".lease.lock"), timeout=60)
+        return FileLock(str(self.path.parent / ".lease.lock"), timeout=LOCK_TIMEOUT_S)
 
     def _record(self) -> dict[str, Any]:
         pid = os.getpid()
@@ -109,12 +115,16 @@ class Lease:
         """Refresh the heartbeat if the lease is still ours; else mark it lost. True while held."""
         if self.lost.is_set():
             return False
-        with self._lock():
-            if not self.held():
-                self.lost.set()
-                return False
-            write_json(self.path, self._record())
-            self._renewed = time.monotonic()
+        # The record is written and synced before the lock is taken, so the lock is held only for the
+        # check and the rename: a process stopped (SIGSTOP, a frozen node) while holding it would block
+        # the very takeover that fencing is for.
+        with staged_text(self.path, json.dumps(self._record(), indent=1, sort_keys=True) + "\n") as commit:
+            with self._lock():
+                if not self.held():
+                    self.lost.set()
+                    return False
+                commit()
+        self._renewed = time.monotonic()
         return True
 
     def fence(self) -> None:
@@ -294,16 +304,21 @@ class SweepDir:
         jd.mkdir(parents=True, exist_ok=True)
         path = jd / "lease.json"
         lease = Lease(path, uuid.uuid4().hex)
-        with lease._lock():
-            try:
-                current = read_json(path)
-            except (OSError, ValueError):
-                current = None
-            if current is not None and lease_is_live(current):
-                yield_value = None
-            else:
-                write_json(path, lease._record())
-                yield_value = lease
+        try:
+            with lease._lock():
+                try:
+                    current = read_json(path)
+                except (OSError, ValueError):
+                    current = None
+                if current is not None and lease_is_live(current):
+                    yield_value = None
+                else:
+                    write_json(path, lease._record())
+                    yield_value = lease
+        except FileLockTimeout:
+            # A holder of the lease lock that never lets go is a stopped process: treat the job as held
+            # elsewhere (busy) rather than fail it; a later resume takes it over once that one is gone.
+            yield_value = None
         if yield_value is None:
             yield None
             return

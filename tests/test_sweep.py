@@ -320,3 +320,34 @@ def test_stale_temp_files_are_removed_when_a_sweep_is_opened(tmp_path):
     sweep.create("name: s\ngrid:\n  seed: [0, 1]\n")  # what `run` calls on the existing sweep
     assert not killed.exists() and not old.exists()
     assert live.exists() and foreign.exists()
+
+
+def test_a_lease_lock_held_by_a_stopped_process_makes_the_job_busy_not_failed(tmp_path, monkeypatch):
+    """A process stopped while it holds the lease lock never lets go: taking the lease says busy."""
+    import threading
+
+    from filelock import FileLock
+
+    from scaling_sweep import sweep as sweep_mod
+
+    monkeypatch.setattr(sweep_mod, "LOCK_TIMEOUT_S", 0.3)
+    sweep = SweepDir(tmp_path / "s")
+    (sweep.job_dir("j") / "x").parent.mkdir(parents=True)
+    held, release = threading.Event(), threading.Event()
+
+    def stopped_holder() -> None:
+        with FileLock(str(sweep.job_dir("j") / ".lease.lock")):
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=stopped_holder)
+    t.start()
+    try:
+        held.wait(5)
+        with sweep.lease("j") as lease:
+            assert lease is None
+    finally:
+        release.set()
+        t.join()
+    with sweep.lease("j") as lease:  # once it lets go, the lease is taken as usual
+        assert lease is not None
