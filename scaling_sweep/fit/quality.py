@@ -262,7 +262,7 @@ class FitReport:
 
     def summary(self) -> str:
         head = f"fit of {self.source}: {self.rows} rows, {self.n_points} points" + _family_text(self.family)
-        lines = [head] + self.verdict_lines()
+        lines = self.verdict_lines() + [head]  # what the data support comes before any number
         if self.regions is not None:
             lines += region_lines(self.regions)
         if self.fits:
@@ -328,9 +328,8 @@ def _table(report: FitReport) -> list[str]:
 
 def quality_markdown(report: FitReport) -> str:
     """The fit-quality table, the parameters and what was skipped, as Markdown."""
-    out = [
-        "# Fit quality",
-        "",
+    out = ["# Fit quality", ""]
+    source = [
         f"Source: `{report.source}`{_family_text(report.family)}: {report.rows} rows, "
         f"{report.n_points} points ({'seeds averaged' if report.options.get('average_seeds', True) else 'every run'}).",
         "",
@@ -347,6 +346,7 @@ def quality_markdown(report: FitReport) -> str:
             "See docs/fitting.md.",
             "",
         ]
+    out += source
     if report.regions is not None:
         out += (
             ["## Regions each configuration reaches", ""]

@@ -38,7 +38,9 @@ def test_joint_law_on_a_default_sized_grid_recovers_gamma_p_psi_within_5_percent
         p = law["params"][name]
         assert p["constrained"] is True
         assert p["ci95"][0] <= p["value"] <= p["ci95"][1]
-    assert report.summary().splitlines()[1].startswith("pruning2021: OK: ")  # the verdict before any number
+    assert report.summary().splitlines()[0].startswith("pruning2021: OK: ")  # the verdict before any number
+    quality = (tmp_path / "quality.md").read_text()
+    assert quality.index("## Verdicts") < quality.index("Source:") < quality.index("## Fit quality")
 
 
 def test_dense_rows_inform_eps_np_and_are_not_residuals_so_noise_free_data_is_recovered_exactly(
