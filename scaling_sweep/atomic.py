@@ -124,7 +124,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    write_text(path, json_text(obj))
+
+
+def json_text(obj: Any) -> str:
+    """How every JSON file of a sweep is written."""
+    return json.dumps(obj, indent=1, sort_keys=True) + "\n"
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import threading
@@ -21,6 +20,7 @@ from filelock import Timeout as FileLockTimeout
 
 from scaling_sweep.atomic import (
     digest_problem,
+    json_text,
     pid_alive,
     read_json,
     remove_stale_temps,
@@ -118,7 +118,7 @@ class Lease:
         # The record is written and synced before the lock is taken, so the lock is held only for the
         # check and the rename: a process stopped (SIGSTOP, a frozen node) while holding it would block
         # the very takeover that fencing is for.
-        with staged_text(self.path, json.dumps(self._record(), indent=1, sort_keys=True) + "\n") as commit:
+        with staged_text(self.path, json_text(self._record())) as commit:
             with self._lock():
                 if not self.held():
                     self.lost.set()

@@ -69,6 +69,8 @@ def fit_table(
     opts = Options(classes=classes, power_axis=power_axis)
     eps0 = _chance(points, classes)
     resampler = Resampler(points)
+    pruned = "density" in points.frame and bool((~points.frame["dense"]).any())
+    reach = regions(points, eps0) if pruned else None
 
     fits: dict[str, LawFit] = {}
     skipped: dict[str, str] = {}
@@ -93,7 +95,7 @@ def fit_table(
                 resampler=resampler,
                 replicates=bootstrap,
             )
-            judge(fits[task.entry], points, eps0)
+            judge(fits[task.entry], points, eps0, reach)
             # The joint pruning law comes first; its parameters are a good start for each configuration's own.
             hint = {k: v for k, (v, _) in fits[task.entry].params.items()} or None
 
@@ -105,9 +107,7 @@ def fit_table(
         n_points=len(points.frame),
         family=points.family,
         notes=points.notes,
-        regions=regions(points, eps0)
-        if "density" in points.frame and (~points.frame["dense"]).any()
-        else None,
+        regions=reach,
         chance=eps0,
         options={
             "laws": list(laws),

@@ -430,8 +430,13 @@ def _param_cell(c: dict[str, Any], name: str) -> str:
 REGION_HEADER = ["lowest density", "highest error", "ε_np", "low", "power", "high", "reaches"]
 
 
+def reached_regions(row: dict[str, Any]) -> list[str]:
+    """The regions a configuration reaches: a plateau with one point, the power-law region with two (a slope)."""
+    return [r for r in ("low", "power", "high") if row[r] >= (2 if r == "power" else 1)]
+
+
 def _region_cells(row: dict[str, Any]) -> list[str]:
-    reached = [r for r in ("low", "power", "high") if row[r] >= (2 if r == "power" else 1)]
+    reached = reached_regions(row)
     return [
         f"{row['min_density']:.3g}",
         f"{row['max_error']:.3g}",
@@ -459,7 +464,7 @@ def region_lines(regions: pd.DataFrame) -> list[str]:
     full = [
         " ".join(f"{c}={_fmt(r[c])}" for c in labels)
         for r in regions.to_dict(orient="records")
-        if r["low"] >= 1 and r["power"] >= 2 and r["high"] >= 1
+        if len(reached_regions(r)) == 3
     ]
     high = int((regions["high"] >= 1).sum())
     shown = "; ".join(full[:6]) + ("; …" if len(full) > 6 else "")

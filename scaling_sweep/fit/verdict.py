@@ -76,10 +76,6 @@ def regions(points: Points, eps0: float | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def reached(row: pd.Series | dict) -> list[str]:
-    return [r for r in REGIONS if row[r] >= (2 if r == "power" else 1)]
-
-
 # ---------------------------------------------------------------- the misfit test
 
 
@@ -144,9 +140,12 @@ def misfit_test(fit: LawFit, points: Points, eps0: float | None) -> dict[str, An
 # ---------------------------------------------------------------- constraints and verdicts
 
 
-def judge(fit: LawFit, points: Points, eps0: float | None) -> None:
-    """Set fit.verdict, fit.verdict_reason, fit.constrained (and per configuration, for per-config fits)."""
-    table = regions(points, eps0) if fit.law.startswith("pruning2021") else None
+def judge(fit: LawFit, points: Points, eps0: float | None, table: pd.DataFrame | None) -> None:
+    """Set fit.verdict, fit.verdict_reason, fit.constrained (and per configuration, for per-config fits).
+
+    `table`: the configurations' regions (`regions(points, eps0)`), which the pruning laws' constraints use.
+    """
+    table = table if fit.law.startswith("pruning2021") else None
     test = misfit_test(fit, points, eps0)
     if fit.configs:
         by_config = {}

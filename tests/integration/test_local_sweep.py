@@ -294,7 +294,8 @@ def _kill_own_worker(config, device, ckpt_dir, emit, stop=None, log=None):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def test_a_job_that_kills_every_worker_is_left_interrupted(tmp_path, capsys):
+def _launch_two_jobs(tmp_path, train_fn: str, progress: bool):
+    """Two smoke jobs through one local worker whose trainer is `train_fn` (a function of this module)."""
     from launchers.local import LocalLauncher
     from scaling_sweep.cli import load_new
 
@@ -302,8 +303,12 @@ def test_a_job_that_kills_every_worker_is_left_interrupted(tmp_path, capsys):
         ["sweep=smoke", f"out_dir={tmp_path}", "grid.model.width=[0.25,0.5]", "grid.data.fraction=[1]"]
     )
     loaded.sweep.create("name: smoke\n")
-    launcher = LocalLauncher(["cpu"], train_fn=f"{__name__}:_kill_own_worker", progress=True)
-    result = launcher.launch(loaded.sweep, loaded.plan.specs)
+    launcher = LocalLauncher(["cpu"], train_fn=f"{__name__}:{train_fn}", progress=progress)
+    return launcher.launch(loaded.sweep, loaded.plan.specs)
+
+
+def test_a_job_that_kills_every_worker_is_left_interrupted(tmp_path, capsys):
+    result = _launch_two_jobs(tmp_path, "_kill_own_worker", progress=True)
     out = capsys.readouterr().out
     # Each job is rerun once in a new worker, then reported; the launch goes on to the next job.
     assert result.outcomes["interrupted"] == 2 and not result.interrupted_by_user, out
@@ -324,15 +329,7 @@ def _fill_the_disk(config, device, ckpt_dir, emit, stop=None, log=None):
 
 
 def test_a_full_disk_in_a_worker_ends_the_launch_with_one_line(tmp_path, capsys):
-    from launchers.local import LocalLauncher
-    from scaling_sweep.cli import load_new
-
-    loaded = load_new(
-        ["sweep=smoke", f"out_dir={tmp_path}", "grid.model.width=[0.25,0.5]", "grid.data.fraction=[1]"]
-    )
-    loaded.sweep.create("name: smoke\n")
-    launcher = LocalLauncher(["cpu"], train_fn=f"{__name__}:_fill_the_disk", progress=False)
-    result = launcher.launch(loaded.sweep, loaded.plan.specs)
+    result = _launch_two_jobs(tmp_path, "_fill_the_disk", progress=False)
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err
     lines = [line for line in (out.out + out.err).splitlines() if "No space left on device" in line]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -11,17 +14,31 @@ from scaling_sweep.grid import expand
 from scaling_sweep.sweep import SweepDir
 
 
-def test_a_task_whose_training_failed_raises_so_sacct_says_failed(tmp_path):
-    not_cifar = tmp_path / "not-cifar"  # exists, so the plan passes; holds no CIFAR files, so training fails
-    not_cifar.mkdir()
+@pytest.fixture(autouse=True)
+def restore_signals():
+    """A task installs its own SLURM signal handlers; the test process gets its own back."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR2, signal.SIGTERM)}
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
+def _task(tmp_path, *overrides: str) -> tuple[SweepDir, list, SweepTask]:
+    """A smoke sweep on disk and one array task holding all its jobs."""
     cfg = config_mod.compose(
         [f"out_dir={tmp_path}", "name=s", "sweep=smoke", "grid.model.width=[0.25]", "grid.data.fraction=[1]"]
-        + ["+grid.data.name=[mnist1d,cifar10]", f"data.root={not_cifar}"]
+        + list(overrides)
     )
     sweep = SweepDir(tmp_path / "s")
     sweep.create(config_mod.to_yaml(cfg))
     specs = expand(OmegaConf.to_container(cfg, resolve=True)).specs
-    task = SweepTask(str(sweep.path), "s", [s.to_dict() for s in specs])
+    return sweep, specs, SweepTask(str(sweep.path), "s", [s.to_dict() for s in specs])
+
+
+def test_a_task_whose_training_failed_raises_so_sacct_says_failed(tmp_path):
+    not_cifar = tmp_path / "not-cifar"  # exists, so the plan passes; holds no CIFAR files, so training fails
+    not_cifar.mkdir()
+    sweep, specs, task = _task(tmp_path, "+grid.data.name=[mnist1d,cifar10]", f"data.root={not_cifar}")
     with pytest.raises(JobsFailed, match=r"1 of 2 jobs failed .*scaling-sweep retry"):
         task()
     states = {s.job_id: sweep.read_state(s.job_id)["status"] for s in specs}
@@ -29,21 +46,7 @@ def test_a_task_whose_training_failed_raises_so_sacct_says_failed(tmp_path):
 
 
 def test_a_finished_task_ignores_late_time_limit_signals(tmp_path):
-    import os
-    import signal
-
-    cfg = config_mod.compose(
-        [f"out_dir={tmp_path}", "name=s", "sweep=smoke", "grid.model.width=[0.25]", "grid.data.fraction=[1]"]
-    )
-    sweep = SweepDir(tmp_path / "s")
-    sweep.create(config_mod.to_yaml(cfg))
-    specs = expand(OmegaConf.to_container(cfg, resolve=True)).specs
-    task = SweepTask(str(sweep.path), "s", [s.to_dict() for s in specs])
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR2, signal.SIGTERM)}
-    try:
-        assert task() == {specs[0].job_id: "done"}
-        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN == signal.getsignal(signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGUSR2)  # as SLURM's warning would, while the task exits
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
+    _, specs, task = _task(tmp_path)
+    assert task() == {specs[0].job_id: "done"}
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN == signal.getsignal(signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGUSR2)  # as SLURM's warning would, while the task exits
