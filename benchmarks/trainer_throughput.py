@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scaling_sweep.schema import DataOptions, JobOptions, ModelOptions, PruneOptions, TrainOptions
 from scaling_sweep.train.data.cifar import LAYOUTS, load_cifar10, write_folder
-from scaling_sweep.train.imp import Options, build
+from scaling_sweep.train.imp import build
 from scaling_sweep.train.loop import train_steps
-from scaling_sweep.train.options import DataOptions, ModelOptions, PruneOptions, TrainOptions
 from scaling_sweep.train.pruning import Masks
 from scaling_sweep.train.schedule import Budget, make_optimizer
 
@@ -38,7 +38,7 @@ def trainer_path(root: str, model_opts: ModelOptions, batch_size: int, warmup: i
     data_opts = DataOptions(name="cifar10", root=root, augment=True)
     data = load_cifar10(data_opts, device)
     train = TrainOptions(batch_size=batch_size, steps=warmup + steps, schedule="constant")
-    model = build(Options(model_opts, data_opts, train, PruneOptions(), seed=0), data, device)
+    model = build(JobOptions(model_opts, data_opts, train, PruneOptions(), seed=0), data, device)
     masks = Masks.of(model)
     budget = Budget.of(train, data.steps_per_epoch(batch_size))
     stamps: dict[int, float] = {}

@@ -19,14 +19,11 @@ from rich.markup import escape
 from scaling_sweep import config as config_mod
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.grid import Plan, expand
-from scaling_sweep.spec import EXECUTION_KEYS, JobSpec
+from scaling_sweep.spec import ADDED_OPTIONS, EXECUTION_KEYS, JobSpec
 from scaling_sweep.sweep import SweepDir
 
 # Pipes and logs get a wide console rather than rich's 80-column default, so nothing is cut.
 console = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
-
-# Config keys that change where or how a sweep runs, not its numbers: resume may override them.
-EXECUTION_TOP = ("launcher", "out_dir", "fit", "summary_densities")
 
 
 # -- config helpers ------------------------------------------------------------------------
@@ -51,13 +48,16 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 def training_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys whose values differ between two configs in what decides the trainings (grid included)."""
 
+    def ignored(path: str, value: Any) -> bool:
+        # Execution settings, and options added later while at their default (absent from a sweep.yaml
+        # frozen before they existed): neither changes a job id, so neither is a change of training.
+        section, _, key = path.partition(".")
+        added = ADDED_OPTIONS.get(section, {})
+        return key in EXECUTION_KEYS.get(section, ()) or (key in added and value == added[key])
+
     def relevant(cfg: dict[str, Any]) -> dict[str, Any]:
-        flat = _flat({k: v for k, v in cfg.items() if k not in EXECUTION_TOP})
-        return {
-            k: v
-            for k, v in flat.items()
-            if not (k.count(".") == 1 and k.split(".")[1] in EXECUTION_KEYS.get(k.split(".")[0], ()))
-        }
+        flat = _flat({k: v for k, v in cfg.items() if k not in config_mod.EXECUTION_TOP})
+        return {k: v for k, v in flat.items() if not ignored(k, v)}
 
     a, b = relevant(old), relevant(new)
     return [
@@ -499,12 +499,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.fn(args) or 0)
     except ConfigError as e:
         return _error(str(e), 2)
-    except ValueError as e:
-        from scaling_sweep.train.options import OptionError
-
-        if isinstance(e, OptionError):
-            return _error(str(e), 2)
-        raise
     except BrokenPipeError:
         # `plan --json | head`: the reader is gone. Point stdout at /dev/null so that Python's
         # flush at exit does not raise again, and exit as a program killed by SIGPIPE would.

@@ -6,14 +6,14 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from scaling_sweep.errors import ConfigError
-from scaling_sweep.train.options import DataOptions, ModelOptions, PruneOptions, TrainOptions
+from scaling_sweep.schema import DataOptions, PruneOptions, TrainOptions, execution
 
 
 @dataclass
@@ -30,19 +30,27 @@ class FitOptions:
 @dataclass
 class SweepConfig:
     name: str = MISSING  # the sweep directory is out_dir/name
-    out_dir: str = "results"
+    out_dir: str = execution("results")
     seed: int = 0
-    model: ModelOptions = field(default_factory=ModelOptions)
-    data: DataOptions = field(default_factory=DataOptions)
+    # Untyped, so that a user's own model or data (`_target_`) is not merged with our options (grid.expand
+    # gives them their types); data holds every option but the name, so `data.cache_dir=/x` always works.
+    model: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(
+        default_factory=lambda: {f.name: f.default for f in fields(DataOptions) if f.name != "name"}
+    )
     train: TrainOptions = field(default_factory=TrainOptions)
     prune: PruneOptions = field(default_factory=PruneOptions)
     # Axes as lists under their config path (grid.model.width=[0.5,1,2], grid.seed=[0,1]);
     # grid.zip: groups of axes that vary together; grid.drop: conditions that drop a point.
     grid: dict[str, Any] = field(default_factory=dict)
-    launcher: dict[str, Any] = field(default_factory=dict)  # each launcher checks its own keys
-    fit: FitOptions = field(default_factory=FitOptions)
+    launcher: dict[str, Any] = execution(default_factory=dict)  # each launcher checks its own keys
+    fit: FitOptions = execution(default_factory=FitOptions)
     # Densities at which the end-of-run summary table shows error.
-    summary_densities: list[float] = field(default_factory=lambda: [1.0, 0.512, 0.262])
+    summary_densities: list[float] = execution(default_factory=lambda: [1.0, 0.512, 0.262])
+
+
+# Keys that change where or how a sweep runs, not its numbers: resume may override them.
+EXECUTION_TOP = tuple(f.name for f in fields(SweepConfig) if f.metadata.get("execution"))
 
 
 def config_dir() -> Path:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import itertools
-import typing
 from collections import ChainMap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
-from functools import cache
+from dataclasses import dataclass
 from typing import Any
 
+from scaling_sweep import schema
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.expr import Expr, ExprError
 from scaling_sweep.expr import parse as parse_expr
-from scaling_sweep.spec import SECTIONS, JobSpec, join_canonical, section_json
-from scaling_sweep.train.options import SECTION_TYPES, OptionError, imp_levels, validate
+from scaling_sweep.schema import SECTIONS, last_level
+from scaling_sweep.spec import JobSpec, join_canonical, section_json
 
 RESERVED = ("zip", "drop")
 # More points than this is a typo (a range too long, a zip forgotten) long before it is a sweep:
@@ -55,13 +54,6 @@ def flatten_axes(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
     return out
 
 
-@cache
-def _field_types(section: str) -> dict[str, Any]:
-    cls = SECTION_TYPES[section]
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls)}
-
-
 def _check_path(path: str) -> None:
     if path == "seed":
         return
@@ -70,35 +62,9 @@ def _check_path(path: str) -> None:
         raise ConfigError(
             f"grid.{path}: axes are seed or <section>.<option> with section one of {', '.join(SECTIONS)}"
         )
-    if key not in _field_types(section):
-        known = ", ".join(sorted(_field_types(section)))
+    if key not in schema.field_types(section):
+        known = ", ".join(sorted(schema.field_types(section)))
         raise ConfigError(f"grid.{path}: {section} has no option {key!r}; known: {known}")
-
-
-def _coerce(path: str, value: Any) -> Any:
-    """Give an axis value its option's type, so width 1 and 1.0 are one job."""
-    if path == "seed":
-        return _as_int(path, value)
-    section, _, key = path.partition(".")
-    typ = _field_types(section)[key]
-    if value is None:
-        return None
-    base = (
-        next((a for a in typing.get_args(typ) if a is not type(None)), typ) if typing.get_args(typ) else typ
-    )
-    if base is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"grid.{path}={value!r}: must be a number")
-        return float(value)
-    if base is int:
-        return _as_int(path, value)
-    return value
-
-
-def _as_int(path: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise ConfigError(f"grid.{path}={value!r}: must be an integer")
-    return int(value)
 
 
 def _zip_groups(grid: Mapping[str, Any], axes: Mapping[str, list[Any]]) -> list[list[str]]:
@@ -223,11 +189,12 @@ class _Builder:
 
 def expand(cfg: Mapping[str, Any], check_paths: bool = True) -> Plan:
     """Expand a composed sweep config (plain dict) into trajectory JobSpecs, validated."""
-    base = {s: dict(cfg[s]) for s in SECTIONS}
+    # model and data are untyped in the composed config: the schema gives them defaults and types.
+    base = {s: schema.normalize(s, cfg[s]) for s in SECTIONS}
     default_seed = int(cfg["seed"])
     grid = dict(cfg.get("grid") or {})
     axes = flatten_axes(grid)
-    axes = {p: [_coerce(p, v) for v in vals] for p, vals in axes.items()}
+    axes = {p: [schema.coerce(p, v, where="grid.") for v in vals] for p, vals in axes.items()}
     groups = _zip_groups(grid, axes)
     zipped = {g for group in groups for g in group}
     # A unit is one zipped group or one lone axis; its elements are the values it takes together.
@@ -249,7 +216,7 @@ def expand(cfg: Mapping[str, Any], check_paths: bool = True) -> Plan:
     kept_units = [i for i, u in enumerate(units) if not set(u[0]) <= set(FOLDED_AXES)]
     folded_units = frozenset(range(len(units))) - set(kept_units)
     prune_varies = bool(builder.touch["prune"])
-    base_levels = _levels(base["prune"]) if base["prune"]["method"] == "imp" else 0
+    base_levels = last_level(base["prune"]) if base["prune"]["method"] == "imp" else 0
     trajectories: dict[tuple, tuple[tuple[int, ...], dict[str, Any], int]] = {}
     for choice in itertools.product(*(range(len(u)) for u in units)):
         point: dict[str, Any] = {}
@@ -262,7 +229,7 @@ def expand(cfg: Mapping[str, Any], check_paths: bool = True) -> Plan:
         prune = builder.section("prune", choice)[0] if prune_varies else base["prune"]
         if prune["method"] == "imp":
             key = tuple(choice[i] for i in kept_units)
-            levels = _levels(prune) if prune_varies else base_levels
+            levels = last_level(prune) if prune_varies else base_levels
             if key in trajectories:
                 levels = max(levels, trajectories[key][2])
             trajectories[key] = (choice, point, levels)
@@ -279,7 +246,9 @@ def expand(cfg: Mapping[str, Any], check_paths: bool = True) -> Plan:
     if not by_id:
         raise ConfigError("the grid is empty: every point was dropped by grid.drop or an axis has no values")
     specs = list(by_id.values())
-    _validate_sections(base, [(key[0], values) for key, (values, _) in builder.distinct.items()], check_paths)
+    # Checks are per section and a grid's jobs share most sections: each distinct one is checked once.
+    for (section, *_), (values, _) in builder.distinct.items():
+        schema.check(section, values, check_paths)
     _check_rewinds(specs)
     return Plan(specs=specs, n_points=n_points, axes=axes, folded=n_points - len(specs))
 
@@ -312,40 +281,9 @@ def _check_duplicates(units: Sequence[Sequence[Mapping[str, Any]]]) -> None:
 def _check_rewinds(specs: Sequence[JobSpec]) -> None:
     # The rewind point needs data, train and prune together, so it is checked per job; specs share
     # their section dicts, so each distinct combination is checked once.
-    from scaling_sweep.train import checks
-    from scaling_sweep.train.options import parse
-
     seen: set[tuple[int, int, int]] = set()
     for spec in specs:
         key = (id(spec.data), id(spec.train), id(spec.prune))
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            checks.check_rewind(
-                parse("data", spec.data), parse("train", spec.train), parse("prune", spec.prune)
-            )
-        except OptionError as e:
-            raise ConfigError(str(e)) from e
-
-
-def _levels(prune: Mapping[str, Any]) -> int:
-    density = prune.get("density")
-    if density is not None and not (0.0 < float(density) <= 1.0):
-        raise ConfigError(f"prune.density={density}: must be in (0, 1]")
-    return imp_levels(int(prune.get("levels") or 0), density, prune["rate"])
-
-
-def _validate_sections(
-    base: Mapping[str, Mapping[str, Any]],
-    distinct: Sequence[tuple[str, Mapping[str, Any]]],
-    check_paths: bool = True,
-) -> None:
-    # Checks are per section and a grid's jobs share most sections: validate each distinct
-    # section once, beside the base config's other sections.
-    first = {s: dict(base[s]) for s in SECTIONS} | {"seed": 0}
-    for section, values in distinct:
-        try:
-            validate({**first, section: dict(values)}, check_paths)
-        except OptionError as e:
-            raise ConfigError(str(e)) from e
+        if key not in seen:
+            seen.add(key)
+            schema.check_rewind(*(schema.parse(s, getattr(spec, s)) for s in ("data", "train", "prune")))

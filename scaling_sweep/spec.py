@@ -9,31 +9,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-# Settings that decide where or how fast a job runs but not its numbers. They travel with the
-# spec (the trainer needs them) but never enter the canonical form, so the same training on
-# another machine, or with data at another path, is the same job.
-EXECUTION_KEYS: dict[str, frozenset[str]] = {
-    "model": frozenset(),
-    "data": frozenset({"root", "cache_dir", "num_workers"}),
-    "train": frozenset({"checkpoint_every", "log_every"}),
-    "prune": frozenset(),
-}
-
-# Options added after ids were first frozen: left out of the canonical form while at their
-# default, so adding an option never orphans finished results. Append, never edit.
-# Shape: {section: {key: default}}.
-ADDED_OPTIONS: dict[str, dict[str, Any]] = {
-    "model": {},
-    "data": {},
-    "train": {},
-    # Early stop of a trajectory at chance (2 levels, margin 0.02): the default since issue 8.
-    "prune": {"stop_at_chance": 2, "chance_margin": 0.02},
-}
-
-SECTIONS = ("model", "data", "train", "prune")
+from scaling_sweep.schema import ADDED_OPTIONS, EXECUTION_KEYS, SECTIONS
 
 
 def _canonical_section(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    # Execution settings travel with the spec (the trainer needs them) but are left out, so the same
+    # training on another machine, or with data at another path, is the same job; so are options
+    # added after ids were first frozen while at their default, so old ids hold (schema metadata).
     skip = EXECUTION_KEYS[name]
     added = ADDED_OPTIONS[name]
     return {k: v for k, v in values.items() if k not in skip and not (k in added and v == added[k])}

@@ -31,8 +31,8 @@ from scaling_sweep.atomic import (
     write_text,
 )
 from scaling_sweep.errors import ConfigError
+from scaling_sweep.schema import last_level
 from scaling_sweep.spec import JobSpec
-from scaling_sweep.train.options import imp_levels
 
 # A lease not refreshed for STALE_S belongs to a dead (or suspended) process, on any host. Tests
 # shorten it through the environment; every process of one sweep must agree on it.
@@ -442,7 +442,5 @@ def unreadable_checkpoints(ckpt_dir: Path) -> list[str]:
 
 
 def spec_levels(spec: JobSpec) -> int:
-    """Rows a finished job has: levels 0..L for IMP (as the trainer counts them), dense + pruned for one-shot."""
-    if spec.prune.get("method") != "imp":
-        return 2
-    return imp_levels(int(spec.prune.get("levels") or 0), spec.prune.get("density"), spec.prune["rate"]) + 1
+    """Rows a finished job has: levels 0..L (as the trainer counts them; one-shot: dense + pruned)."""
+    return last_level(spec.prune) + 1

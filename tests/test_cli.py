@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from scaling_sweep.cli import main
+from scaling_sweep.cli import main, training_diff
+from tests.conftest import composed
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
@@ -105,6 +106,15 @@ def test_run_on_an_existing_sweep_with_another_config_is_refused(capsys, tmp_pat
     SweepDir(tmp_path / "smoke").create(config.to_yaml(cfg))
     code, out = run_cli(capsys, "run", "sweep=smoke", f"out_dir={tmp_path}", "train.epochs=3")
     assert code == 2 and "already holds a sweep with another config" in out and "train.epochs: 1 -> 3" in out
+
+
+def test_options_added_later_at_their_default_are_no_change_of_training():
+    new = composed("sweep=smoke")
+    old = {**new, "train": dict(new["train"]), "prune": dict(new["prune"])}
+    del old["train"]["step"], old["prune"]["include"]  # a sweep.yaml frozen before they existed
+    assert training_diff(old, new) == []
+    new["prune"]["include"] = "conv"
+    assert training_diff(old, new) == ["prune.include: <unset> -> conv"]
 
 
 def test_status_of_a_directory_that_is_not_a_sweep(capsys, tmp_path):

@@ -26,6 +26,14 @@ def test_int_and_float_axis_values_are_one_job():
     assert all(isinstance(s.model["width"], float) for s in a.specs)
 
 
+def test_int_and_float_base_values_are_one_job():
+    # model and data are untyped in the composed config: the grid gives them their schema.
+    a = expand(composed("~grid.model", "~grid.data", "model.width=1", "data.fraction=1"))
+    b = expand(composed("~grid.model", "~grid.data", "model.width=1.0", "data.fraction=1.0"))
+    assert [s.job_id for s in a.specs] == [s.job_id for s in b.specs]
+    assert isinstance(a.specs[0].model["width"], float) and isinstance(a.specs[0].data["fraction"], float)
+
+
 def test_zip_varies_axes_together():
     plan = expand(
         composed(

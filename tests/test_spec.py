@@ -42,7 +42,9 @@ def test_seed_and_axes_display():
 
 def test_added_option_at_its_default_keeps_old_ids(monkeypatch):
     before = _spec().job_id
-    monkeypatch.setitem(spec_mod.ADDED_OPTIONS, "train", {"label_smoothing": 0.0})
+    monkeypatch.setitem(
+        spec_mod.ADDED_OPTIONS, "train", {**spec_mod.ADDED_OPTIONS["train"], "label_smoothing": 0.0}
+    )
     assert _spec(train__label_smoothing=0.0).job_id == before
     assert _spec(train__label_smoothing=0.1).job_id != before
 

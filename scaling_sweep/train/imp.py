@@ -12,11 +12,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from scaling_sweep.train import checkpoint, options
+from scaling_sweep import schema
+from scaling_sweep.schema import JobOptions, PruneOptions
+from scaling_sweep.train import checkpoint
 from scaling_sweep.train.data import TrainData, load_dataset
 from scaling_sweep.train.loop import autocast, evaluate, train_steps
 from scaling_sweep.train.models import build_model
-from scaling_sweep.train.options import DataOptions, ModelOptions, OptionError, PruneOptions, TrainOptions
 from scaling_sweep.train.pruning import MASK, Masks, attach_masks, param_counts
 from scaling_sweep.train.schedule import Budget, Optimizer, make_optimizer
 from scaling_sweep.train.seeds import derive_seed
@@ -57,46 +58,18 @@ class Levels(list):
         self.stopped = stopped
 
 
-@dataclass
-class Options:
-    model: ModelOptions
-    data: DataOptions
-    train: TrainOptions
-    prune: PruneOptions
-    seed: int
-
-
-# The option sections a checkpoint's identity holds (as dicts of their fields).
-SECTION_OPTIONS = {"model": ModelOptions, "prune": PruneOptions}
-
-
-def parse_config(config: dict) -> Options:
-    """The trainer config as dataclasses, validated; missing sections and keys take their defaults."""
-    sections = {s: dict(config.get(s) or {}) for s in ("model", "data", "train", "prune")}
-    seed = int(config.get("seed", 0))
-    options.validate({**sections, "seed": seed})
-    return Options(*(options.parse(s, v) for s, v in sections.items()), seed=seed)
-
-
-def last_level(prune: PruneOptions) -> int:
-    """Index of the last level (level 0 is the dense run)."""
-    if prune.method == "oneshot":
-        if prune.density is None:
-            raise OptionError("prune.method=oneshot needs prune.density (the density to prune to once)")
-        return 1
-    return options.imp_levels(prune.levels, prune.density, prune.rate)
-
-
 def rewind_step(prune: PruneOptions, budget: Budget) -> int | None:
-    """The step of the dense run whose weights pruned levels restart from (None: init or lr rewinding)."""
+    """The step of the dense run whose weights pruned levels restart from (None: init or lr rewinding).
+
+    Checked here too: the plan cannot count the steps of data whose size is known once loaded.
+    """
     kind, _, k = prune.rewind.partition(":")
     if kind not in ("step", "epoch"):
         return None
     step = int(k) * (budget.steps_per_epoch if kind == "epoch" else 1)
     if step >= budget.total_steps:
-        raise OptionError(
-            f"prune.rewind={prune.rewind}: step {step} is not inside the level's budget "
-            f"of {budget.total_steps} steps"
+        raise schema.rewind_outside(
+            prune.rewind, step, budget.total_steps, f" ({budget.steps_per_epoch} per epoch)"
         )
     return step
 
@@ -125,7 +98,7 @@ class Progress:
     stopped: dict[str, Any] | None = None  # why the trajectory ended early (see `Levels`); None: it goes on
 
 
-def build(opts: Options, data: TrainData, device: torch.device) -> nn.Module:
+def build(opts: JobOptions, data: TrainData, device: torch.device) -> nn.Module:
     """The model with its seeded initialisation (drawn on the CPU, so it is the same on every device)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(opts.seed, "init"))
@@ -255,7 +228,7 @@ def _train(
     log: Callable[[str], None],
     fence: Callable[[], None],
 ) -> list[dict]:
-    opts = parse_config(config)
+    opts = schema.parse_config(config)  # not checked again: the plan did (grid.expand)
     dev = torch.device(device)
     train_opts, prune = opts.train, opts.prune
     data = load_dataset(opts.data, dev)
@@ -263,7 +236,7 @@ def _train(
     forward = torch.compile(model) if train_opts.compile else model
     masks = Masks.of(model)
     budget = Budget.of(train_opts, data.steps_per_epoch(train_opts.batch_size))
-    final_level = last_level(prune)
+    final_level = schema.last_level(prune)
     k_rewind = rewind_step(prune, budget)
     amp = autocast(dev, train_opts.amp)
     identity = {"model": asdict(opts.model), "prune": asdict(prune), "seed": opts.seed}
@@ -419,7 +392,7 @@ def check_identity(ckpt_dir: Path, saved: dict[str, Any], current: dict[str, Any
     """Refuse a checkpoint of another job; options it predates count as at their defaults."""
     for key, value in current.items():
         theirs = saved.get(key)
-        if key in SECTION_OPTIONS and isinstance(theirs, dict):
-            theirs = {**asdict(SECTION_OPTIONS[key]()), **theirs}
+        if isinstance(theirs, dict):  # an option section (model, prune)
+            theirs = {**asdict(schema.SECTION_TYPES[key]()), **theirs}
         if theirs != value:
             raise ValueError(f"{ckpt_dir} holds a checkpoint of another job ({key}: {theirs} != {value})")

@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scaling_sweep.schema import TrainOptions
 from scaling_sweep.train.data import TrainData
-from scaling_sweep.train.options import TrainOptions
 from scaling_sweep.train.pruning import Masks
 from scaling_sweep.train.schedule import Budget, Optimizer, lr_at, set_lr
 from scaling_sweep.train.seeds import derive_seed

@@ -1,34 +1,79 @@
-"""Pruning masks as buffers: which weights are prunable, global magnitude pruning, re-masking, counts."""
+"""Pruning masks as buffers: which parameters are prunable, global magnitude pruning, re-masking, counts."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
-MASK = "weight_mask"  # buffer name on every prunable module; saved with the model's state_dict
-PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# A prunable parameter `p` of a module gets a buffer `p_mask` on the same module (so `weight` gets
+# `weight_mask`, as torch.nn.utils.prune names it); masks are saved with the model's state_dict.
+MASK_SUFFIX = "_mask"
+MASK = "weight" + MASK_SUFFIX
+# Lookup tables rather than learned maps: pruning a row of one removes a token or a position.
+EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 
 
-def prunable_modules(model: nn.Module, include_output_layer: bool) -> list[nn.Module]:
-    """Conv/Linear modules whose weights are pruned; the model's `.head` only when asked.
-
-    Biases and BatchNorm are never pruned (they are not in this list).
-    """
+def output_layer(model: nn.Module) -> set[str]:
+    """Names of the output layer's parameters: the model's `.head` module, else the last 2-D+ weight."""
     head = getattr(model, "head", None)
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, PRUNABLE_TYPES) and (include_output_layer or m is not head)
-    ]
+    if isinstance(head, nn.Module):
+        owner = next((n for n, m in model.named_modules() if m is head), "head")
+        return {f"{owner}.{n}" if owner else n for n, _ in head.named_parameters()}
+    weights = [n for n, p in model.named_parameters() if p.dim() >= 2 and n.endswith("weight")]
+    return set(weights[-1:])
 
 
-def attach_masks(model: nn.Module, include_output_layer: bool) -> None:
-    """Give each prunable module an all-ones `weight_mask` buffer (dense)."""
-    for m in prunable_modules(model, include_output_layer):
-        m.register_buffer(MASK, torch.ones_like(m.weight))
+def prunable_parameters(
+    model: nn.Module,
+    include_output_layer: bool,
+    include: str | None = None,
+    exclude: str | None = None,
+) -> list[tuple[str, nn.Parameter]]:
+    """The (name, parameter) pairs IMP prunes, in registration order.
+
+    Default: every weight with two or more dimensions (Conv, Linear, attention in- and
+    out-projections) except embeddings; `include` (a regular expression searched in the full
+    parameter name) replaces that rule, `exclude` removes what it matches; the output layer stays
+    dense unless `include_output_layer`. Biases and normalisation scales are 1-D: never by default.
+    """
+    embedding_params = {
+        id(p) for m in model.modules() if isinstance(m, EMBEDDINGS) for p in m.parameters(recurse=False)
+    }
+    inc = re.compile(include) if include else None
+    exc = re.compile(exclude) if exclude else None
+    head = set() if include_output_layer else output_layer(model)
+    out = []
+    for name, p in model.named_parameters():
+        if inc is not None:
+            chosen = bool(inc.search(name))
+        else:
+            chosen = (
+                p.dim() >= 2 and name.rpartition(".")[2].endswith("weight") and id(p) not in embedding_params
+            )
+        if chosen and not (exc is not None and exc.search(name)) and name not in head:
+            out.append((name, p))
+    return out
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    path, _, attr = name.rpartition(".")
+    return (model.get_submodule(path) if path else model), attr
+
+
+def attach_masks(
+    model: nn.Module,
+    include_output_layer: bool,
+    include: str | None = None,
+    exclude: str | None = None,
+) -> None:
+    """Give each prunable parameter an all-ones `<name>_mask` buffer on its module (dense)."""
+    for name, p in prunable_parameters(model, include_output_layer, include, exclude):
+        module, attr = _owner(model, name)
+        module.register_buffer(attr + MASK_SUFFIX, torch.ones_like(p, requires_grad=False))
 
 
 @dataclass
@@ -37,16 +82,23 @@ class Masks:
 
     weights: list[torch.Tensor]
     masks: list[torch.Tensor]
-    names: list[str] = field(default_factory=list)  # module names, for messages
+    names: list[str] = field(default_factory=list)  # layer names, for messages
+    keys: list[str] = field(default_factory=list)  # the masks' state_dict keys
 
     @classmethod
     def of(cls, model: nn.Module) -> Masks:
-        mods = [
-            (name, m)
-            for name, m in model.named_modules()
-            if hasattr(m, MASK) and isinstance(getattr(m, MASK), torch.Tensor)
-        ]
-        return cls([m.weight for _, m in mods], [getattr(m, MASK) for _, m in mods], [n for n, _ in mods])
+        weights, masks, names, keys = [], [], [], []
+        for module_name, module in model.named_modules():
+            for attr, p in module.named_parameters(recurse=False):
+                mask = getattr(module, attr + MASK_SUFFIX, None)
+                if isinstance(mask, torch.Tensor) and mask.shape == p.shape:
+                    full = f"{module_name}.{attr}" if module_name else attr
+                    weights.append(p)
+                    masks.append(mask)
+                    # A module's `weight` is named by the module (layer "body.0"), other tensors in full.
+                    names.append(module_name if attr == "weight" and module_name else full)
+                    keys.append(full + MASK_SUFFIX)
+        return cls(weights, masks, names, keys)
 
     def name(self, i: int) -> str:
         return self.names[i] if i < len(self.names) else f"#{i}"
@@ -135,6 +187,15 @@ class Masks:
         leaked = sum(int((w.detach() * (1 - m)).count_nonzero()) for w, m in zip(self.weights, self.masks))
         if leaked:
             raise RuntimeError(f"{leaked} pruned weights are non-zero; masks were not re-applied")
+
+
+def describe(masks: Masks, model: nn.Module) -> str:
+    """One line for the job log: how many parameters IMP prunes, and in how many tensors."""
+    total = sum(p.numel() for p in model.parameters())
+    return (
+        f"prunable: {masks.numel():,} of {total:,} parameters ({100 * masks.numel() / max(1, total):.1f} %) "
+        f"in {len(masks.weights)} tensors"
+    )
 
 
 def param_counts(model: nn.Module, masks: Masks) -> dict[str, int]:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from scaling_sweep.schema import TrainOptions
 from scaling_sweep.train.optim import SGD, AdamW
-from scaling_sweep.train.options import OptionError, TrainOptions
 
 Optimizer = SGD | AdamW
 
@@ -26,8 +26,6 @@ class Budget:
     def of(cls, opts: TrainOptions, steps_per_epoch: int) -> Budget:
         if opts.steps is not None:
             return cls(steps_per_epoch, int(opts.steps), "steps")
-        if opts.epochs is None or opts.epochs < 1:
-            raise OptionError(f"train.epochs={opts.epochs}: set epochs >= 1 or train.steps >= 1")
         return cls(steps_per_epoch, int(opts.epochs) * steps_per_epoch, "epochs")
 
     def to_steps(self, amount: int) -> int:
@@ -35,6 +33,8 @@ class Budget:
         return amount * self.steps_per_epoch if self.unit == "epochs" else amount
 
 
+# Names, epochs and steps were checked when the sweep was planned (schema.check_train): an unknown
+# name here is a bug, and raises a plain KeyError.
 def make_optimizer(params: Iterable[torch.nn.Parameter], opts: TrainOptions) -> Optimizer:
     """A fresh optimizer (IMP restarts the optimizer state at every level)."""
     if opts.optimizer == "sgd":
@@ -43,7 +43,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], opts: TrainOptions) -> 
         )
     if opts.optimizer == "adamw":
         return AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    raise OptionError(f"train.optimizer={opts.optimizer!r} is unknown; known: sgd, adamw")
+    raise KeyError(opts.optimizer)
 
 
 def lr_at(step: int, opts: TrainOptions, budget: Budget) -> float:
@@ -59,7 +59,7 @@ def lr_at(step: int, opts: TrainOptions, budget: Budget) -> float:
         span = max(1, budget.total_steps - opts.warmup)
         progress = min(1.0, (step - opts.warmup) / span)
         return opts.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise OptionError(f"train.schedule={opts.schedule!r} is unknown; known: multistep, cosine, constant")
+    raise KeyError(opts.schedule)
 
 
 def set_lr(optimizer: Optimizer, lr: float) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scaling_sweep.schema import DataOptions
 from scaling_sweep.train.data import mnist1d
 from scaling_sweep.train.data.cifar import write_folder
-from scaling_sweep.train.options import DataOptions
 
 # A job small enough for tests: 1000 MNIST-1D examples, 8 steps per epoch, a 50-unit MLP.
 TINY = {

@@ -9,11 +9,11 @@ import pytest
 
 from scaling_sweep.job import level_count_problem, run_job
 from scaling_sweep.results import read_rows
+from scaling_sweep.schema import SECTION_TYPES, PruneOptions
 from scaling_sweep.spec import JobSpec
 from scaling_sweep.sweep import DONE, SweepDir, spec_levels
 from scaling_sweep.train import checkpoint
 from scaling_sweep.train.imp import chance_stop, run_imp
-from scaling_sweep.train.options import SECTION_TYPES, PruneOptions
 from scaling_sweep.train.pruning import MASK, Masks
 from tests.train.test_imp import _run, _stop_after, without_wall
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.schema import PruneOptions
 from scaling_sweep.train import checkpoint
 from scaling_sweep.train.imp import METRIC_KEYS, Interrupted, Progress, run_imp, start_level
-from scaling_sweep.train.options import OptionError, PruneOptions
 from scaling_sweep.train.pruning import MASK, Masks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,8 +159,9 @@ def test_rewind_to_step_k_restores_exactly_the_weights_saved_at_k(job, tmp_path)
     assert all(torch.equal(saved["rewind"][k], at_k[k]) for k in at_k)
 
     # Starting a level from the end of the dense run: survivors take exactly their step-5 values.
+    from scaling_sweep.schema import parse_config
     from scaling_sweep.train.data import load_dataset
-    from scaling_sweep.train.imp import build, parse_config
+    from scaling_sweep.train.imp import build
 
     opts = parse_config(config)
     data = load_dataset(opts.data, torch.device("cpu"))
@@ -185,7 +187,7 @@ def test_pruned_levels_after_epoch_rewinding_train_the_rest_of_the_budget(job, t
 
 
 def test_rewind_point_outside_the_budget_is_an_option_error(job, tmp_path):
-    with pytest.raises(OptionError, match="step:99"):
+    with pytest.raises(ConfigError, match="step:99"):
         _run(job(prune={"rewind": "step:99"}), tmp_path)
 
 

@@ -7,11 +7,11 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.prune as torch_prune
 
+from scaling_sweep.schema import ModelOptions
 from scaling_sweep.train import checkpoint
 from scaling_sweep.train.imp import run_imp
 from scaling_sweep.train.models import build_model
-from scaling_sweep.train.options import ModelOptions
-from scaling_sweep.train.pruning import MASK, Masks, attach_masks, param_counts, prunable_modules
+from scaling_sweep.train.pruning import MASK, Masks, attach_masks, param_counts, prunable_parameters
 
 
 def _conv_net() -> nn.Module:
@@ -19,17 +19,23 @@ def _conv_net() -> nn.Module:
     return build_model(ModelOptions(name="cnn1d", width=0.5, depth=3), (1, 40), 10)
 
 
+def _module(model: nn.Module, parameter: str) -> nn.Module:
+    return model.get_submodule(parameter.rpartition(".")[0])
+
+
 def test_global_masks_equal_torch_global_unstructured_over_two_rounds():
     ours = _conv_net()
     reference = copy.deepcopy(ours)
     attach_masks(ours, include_output_layer=False)
     masks = Masks.of(ours)
-    targets = [(m, "weight") for m in prunable_modules(reference, include_output_layer=False)]
+    targets = [(_module(reference, n), "weight") for n, _ in prunable_parameters(reference, False)]
     for _ in range(2):  # the second round ranks only the survivors of the first
         count = math.ceil(0.2 * masks.remaining())
         masks.prune(count)
         torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=count)
-        for mine, (module, _) in zip(prunable_modules(ours, False), targets):
+        for mine, (module, _) in zip(
+            [_module(ours, n) for n, _ in prunable_parameters(ours, False)], targets
+        ):
             assert torch.equal(getattr(mine, MASK), module.weight_mask)
             assert torch.equal(mine.weight, module.weight)
 

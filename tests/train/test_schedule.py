@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from scaling_sweep.train.options import OptionError, TrainOptions
+from scaling_sweep.schema import TrainOptions
 from scaling_sweep.train.schedule import Budget, lr_at, make_optimizer
 
 
@@ -36,7 +36,8 @@ def test_cosine_decays_from_lr_to_zero_after_linear_warmup():
 def test_constant_schedule_and_unknown_names():
     opts = TrainOptions(lr=0.3, schedule="constant", epochs=1)
     assert lr_at(5, opts, Budget.of(opts, 10)) == 0.3
-    with pytest.raises(OptionError, match="known: multistep, cosine, constant"):
+    # The plan refuses unknown names (schema.check_train); here one is a bug, not a message.
+    with pytest.raises(KeyError):
         lr_at(0, TrainOptions(schedule="step"), Budget(1, 1, "epochs"))
-    with pytest.raises(OptionError, match="known: sgd, adamw"):
+    with pytest.raises(KeyError):
         make_optimizer([], TrainOptions(optimizer="adam"))

@@ -7,8 +7,8 @@ from typing import Protocol
 
 import torch
 
+from scaling_sweep.schema import DataOptions
 from scaling_sweep.train.data import cifar, digits, imagenet, mnist1d
-from scaling_sweep.train.options import DataOptions, OptionError
 
 
 class TrainData(Protocol):
@@ -39,10 +39,5 @@ DATASETS: dict[str, Callable[[DataOptions, torch.device], TrainData]] = {
 
 def load_dataset(opts: DataOptions, device: torch.device | str) -> TrainData:
     """The training subset `opts` describes and the whole test set, on `device`."""
-    try:
-        loader = DATASETS[opts.name]
-    except KeyError:
-        raise OptionError(
-            f"data.name={opts.name!r} is unknown; known datasets: {', '.join(DATASETS)}"
-        ) from None
-    return loader(opts, torch.device(device))
+    # The plan checked the options (schema.check_data): a KeyError here is a bug, not bad input.
+    return DATASETS[opts.name](opts, torch.device(device))

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.schema import DataOptions
 from scaling_sweep.train.data.memory import InMemoryData, in_memory
-from scaling_sweep.train.options import DataOptions, OptionError
 
 # name -> (folder inside the archive, training files, test file, label key, classes, mean, std)
 LAYOUTS = {
@@ -39,15 +40,11 @@ LAYOUTS = {
 def find_folder(name: str, root: str | os.PathLike | None) -> Path:
     """The folder holding the batch files: `root/<archive folder>` or `root` itself."""
     folder, train_files, test_file = LAYOUTS[name][:3]
-    if not root:
-        raise OptionError(
-            f"data.root is not set: {name} is read from a local directory; pass data.root=/path/to/{name}"
-        )
-    base = Path(root).expanduser()
+    base = Path(root or "").expanduser()  # the plan refused an unset root (schema.check_data)
     for candidate in (base / folder, base):
         if all((candidate / f).is_file() for f in [*train_files, test_file]):
             return candidate
-    raise OptionError(
+    raise ConfigError(
         f"data.root={root}: no {name} python batches found; expected {base / folder / train_files[0]} "
         f"... and {test_file} (the extracted 'python version' archive)"
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from scaling_sweep.schema import DataOptions
 from scaling_sweep.train.data.memory import InMemoryData, in_memory
-from scaling_sweep.train.options import DataOptions
 from scaling_sweep.train.seeds import derive_seed
 
 TEST_SIZE = 360  # of 1797: a fixed 80/20 split (the dataset has no official one)

@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.schema import DataOptions
 from scaling_sweep.train.data.memory import Batch, pixel_affine, prepare, steps_per_epoch
 from scaling_sweep.train.data.subsets import subset_indices
-from scaling_sweep.train.options import DataOptions, OptionError
 
 IMAGE_SIZE = 224
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -46,7 +47,7 @@ class StreamedData:
         root = Path(opts.root or "").expanduser()
         for split in ("train", "val"):
             if not (root / split).is_dir():
-                raise OptionError(
+                raise ConfigError(
                     f"data.root={opts.root}: expected an ImageFolder tree at {root / split} (one folder per class)"
                 )
         t = transforms

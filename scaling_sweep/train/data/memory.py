@@ -6,10 +6,10 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.schema import DataOptions, steps_per_epoch
 from scaling_sweep.train.augment import crop_flip, draw_params
-from scaling_sweep.train.checks import steps_per_epoch  # torch-free: plans check rewind budgets with it
 from scaling_sweep.train.data.subsets import subset_indices
-from scaling_sweep.train.options import DataOptions, OptionError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -108,7 +108,7 @@ def in_memory(
 ) -> InMemoryData:
     """Cut the training subset `opts` asks for and place everything on `device`."""
     if opts.augment and (train_x.dim() != 4 or train_x.dtype != torch.uint8):
-        raise OptionError(
+        raise ConfigError(
             f"data.augment=true: crop+flip is for colour images (cifar10, cifar100, imagenet), not {opts.name}"
         )
     idx = subset_indices(

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from scaling_sweep.atomic import atomic_open
+from scaling_sweep.schema import DataOptions
 from scaling_sweep.train.data.memory import InMemoryData, in_memory
-from scaling_sweep.train.options import DataOptions
 
 CACHE_ENV = "SCALING_SWEEP_CACHE"
 NUM_CLASSES = 10

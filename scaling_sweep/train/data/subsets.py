@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from scaling_sweep.train.checks import subset_size  # torch-free, so plans can count examples too
+from scaling_sweep.schema import subset_size  # torch-free, so plans can count examples too
 from scaling_sweep.train.seeds import derive_seed
 
 __all__ = ["permutation", "subset_indices", "subset_size"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.schema import ModelOptions
 from scaling_sweep.train.models.common import scaled
-from scaling_sweep.train.options import ModelOptions, OptionError
 
 BASE_CHANNELS = 32
 STRIDED_LAYERS = 3  # the first three layers halve the length (40 -> 20 -> 10 -> 5); later ones keep it
@@ -35,7 +36,7 @@ class CNN1d(nn.Module):
 
 def build(opts: ModelOptions, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     if len(input_shape) < 2:
-        raise OptionError(f"model.name=cnn1d needs inputs shaped (channels, length, ...); got {input_shape}")
+        raise ConfigError(f"model.name=cnn1d needs inputs shaped (channels, length, ...); got {input_shape}")
     length = 1
     for s in input_shape[1:]:
         length *= s  # images are read as one long signal per channel

@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn as nn
 
+from scaling_sweep.schema import ModelOptions
 from scaling_sweep.train.models.common import scaled
-from scaling_sweep.train.options import ModelOptions
 
 BASE_UNITS = 100  # hidden units at width 1 (the MNIST-1D paper's MLP)
 

@@ -6,8 +6,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.schema import ModelOptions
 from scaling_sweep.train.models.common import scaled
-from scaling_sweep.train.options import ModelOptions, OptionError
 
 BASE_WIDTH = 16  # W at width 1: ResNet-20 has stages of 16, 32, 64 channels
 
@@ -64,5 +65,5 @@ class CifarResNet(nn.Module):
 
 def build(opts: ModelOptions, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     if len(input_shape) != 3:
-        raise OptionError(f"model.name=cifar_resnet needs images shaped (C, H, W); got {input_shape}")
+        raise ConfigError(f"model.name=cifar_resnet needs images shaped (C, H, W); got {input_shape}")
     return CifarResNet(input_shape[0], num_classes, opts.depth, scaled(BASE_WIDTH, opts.width))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.schema import ModelOptions
 from scaling_sweep.train.models.common import scaled
-from scaling_sweep.train.options import ModelOptions, OptionError
 
 POOL = 0  # marks a 2x2 max-pool in a plan
 PLANS: dict[int, list[int]] = {
@@ -63,7 +64,7 @@ class CifarVGG(nn.Module):
 def build(opts: ModelOptions, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     pools = PLANS[opts.depth].count(POOL)
     if len(input_shape) != 3 or min(input_shape[1:]) < 2**pools:
-        raise OptionError(
+        raise ConfigError(
             f"model.name=cifar_vgg needs images shaped (C, H, W) of at least {2**pools}x{2**pools}; "
             f"got {input_shape}"
         )

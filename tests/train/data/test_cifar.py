@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.schema import DataOptions
 from scaling_sweep.train.data import load_dataset
 from scaling_sweep.train.data.cifar import read, write_folder
-from scaling_sweep.train.options import DataOptions, OptionError
 
 
 def test_reader_returns_the_pixels_and_labels_written_in_the_real_layout(tmp_path):
@@ -51,7 +52,7 @@ def test_cifar100_uses_fine_labels(tmp_path):
 
 
 def test_missing_root_gives_one_line_error_naming_the_expected_path(tmp_path):
-    with pytest.raises(OptionError) as err:
+    with pytest.raises(ConfigError) as err:
         load_dataset(DataOptions(name="cifar10", root=str(tmp_path)), "cpu")
     message = str(err.value)
     assert "\n" not in message
@@ -59,7 +60,7 @@ def test_missing_root_gives_one_line_error_naming_the_expected_path(tmp_path):
 
 
 def test_unset_root_names_the_option():
-    with pytest.raises(OptionError, match="data.root"):
+    with pytest.raises(ConfigError, match="data.root"):
         load_dataset(DataOptions(name="cifar10"), "cpu")
 
 

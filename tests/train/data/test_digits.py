@@ -1,7 +1,7 @@
 """scikit-learn's digits as a second tiny real dataset."""
 
+from scaling_sweep.schema import DataOptions
 from scaling_sweep.train.data import load_dataset
-from scaling_sweep.train.options import DataOptions
 
 
 def test_digits_load_as_fixed_split_of_8x8_images():

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from scaling_sweep.errors import ConfigError
+from scaling_sweep.schema import DataOptions
 from scaling_sweep.train.data import load_dataset
 from scaling_sweep.train.imp import run_imp
-from scaling_sweep.train.options import DataOptions, OptionError
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def test_streamed_epochs_are_reproducible_and_restart_at_any_batch(imagenet_root
 
 
 def test_missing_imagenet_split_names_the_expected_folder(tmp_path):
-    with pytest.raises(OptionError, match=str(tmp_path / "train")):
+    with pytest.raises(ConfigError, match=str(tmp_path / "train")):
         load_dataset(DataOptions(name="imagenet", root=str(tmp_path)), "cpu")
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scaling_sweep.schema import DataOptions
 from scaling_sweep.train.data import load_dataset, mnist1d
-from scaling_sweep.train.options import DataOptions
 
 
 def test_standard_split_and_whole_test_set_at_any_fraction(mnist1d_cache):
@@ -42,7 +42,7 @@ def test_damaged_cache_file_is_regenerated(mnist1d_cache, tmp_path):
 def test_two_processes_generating_at_once_leave_a_valid_cache(tmp_path):
     code = (
         "import sys; from scaling_sweep.train.data import mnist1d; "
-        "from scaling_sweep.train.options import DataOptions; "
+        "from scaling_sweep.schema import DataOptions; "
         "a = mnist1d.arrays(DataOptions(cache_dir=sys.argv[1])); print(float(a['x'].sum()))"
     )
     procs = [

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from scaling_sweep.schema import ModelOptions
 from scaling_sweep.train.models import MODELS, build_model
-from scaling_sweep.train.options import ModelOptions, OptionError
 
 SHAPES = {"mlp": (1, 40), "cnn1d": (1, 40), "cifar_resnet": (3, 32, 32), "cifar_vgg": (3, 32, 32)}
 DEPTHS = {"mlp": 2, "cnn1d": 3, "cifar_resnet": 8, "cifar_vgg": 11}
@@ -30,15 +30,6 @@ def test_resnet_20_at_width_1_has_the_known_parameter_count():
     assert _params(model) == 272_474
     blocks = [m for m in model.modules() if type(m).__name__ == "Block"]
     assert len(blocks) == 9
-
-
-def test_resnet_depth_and_vgg_depth_are_checked_with_the_allowed_values():
-    with pytest.raises(OptionError, match="6n\\+2"):
-        build_model(ModelOptions(name="cifar_resnet", depth=21), (3, 32, 32), 10)
-    with pytest.raises(OptionError, match="11, 13, 16, 19"):
-        build_model(ModelOptions(name="cifar_vgg", depth=12), (3, 32, 32), 10)
-    with pytest.raises(OptionError, match="cifar_resnet"):
-        build_model(ModelOptions(name="resnet50"), (3, 32, 32), 10)
 
 
 def test_mlp_depth_counts_hidden_layers_and_width_scales_units():
