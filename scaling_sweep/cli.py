@@ -17,8 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from scaling_sweep import config as config_mod
+from scaling_sweep import targets
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.grid import Plan, expand
+from scaling_sweep.report import code_lines
 from scaling_sweep.spec import ADDED_OPTIONS, EXECUTION_KEYS, JobSpec
 from scaling_sweep.sweep import SweepDir
 
@@ -87,19 +89,26 @@ def _launcher_group(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, 
 class Loaded:
     """A sweep's config, its expanded plan and its directory."""
 
-    def __init__(self, cfg: DictConfig, sweep: SweepDir, trains_here: bool = True) -> None:
+    def __init__(
+        self, cfg: DictConfig, sweep: SweepDir, trains_here: bool = True, import_paths: Sequence[str] = ()
+    ) -> None:
         self.cfg = cfg
         self.plain = _plain(cfg)
+        self.import_paths = list(import_paths)
+        targets.activate(self.import_paths)
         # Dataset roots must exist only where training runs: not for status or fit, not on a SLURM login node.
+        # User code is imported (and its signature checked) only by commands that train or plan.
         local = (self.plain.get("launcher") or {}).get("name", "local") != "slurm"
-        self.plan: Plan = expand(self.plain, check_paths=trains_here and local)
+        self.plan: Plan = expand(self.plain, check_paths=trains_here and local, check_code=trains_here)
         self.sweep = sweep
 
 
 def load_new(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> Loaded:
     cfg = config_mod.compose(overrides, config_dirs)
     plain = _plain(cfg)
-    return Loaded(cfg, SweepDir(Path(plain["out_dir"]) / plain["name"]))
+    return Loaded(
+        cfg, SweepDir(Path(plain["out_dir"]) / plain["name"]), import_paths=targets.import_paths(config_dirs)
+    )
 
 
 def load_existing(path: str, overrides: Sequence[str] = (), trains_here: bool = True) -> Loaded:
@@ -113,7 +122,7 @@ def load_existing(path: str, overrides: Sequence[str] = (), trains_here: bool = 
             f"{path}: the override changes training of the frozen sweep.yaml ({'; '.join(diff[:3])}); "
             f"start a new sweep with `scaling-sweep run ... name=NEW` instead"
         )
-    return Loaded(cfg, sweep, trains_here)
+    return Loaded(cfg, sweep, trains_here, import_paths=sweep.read_import_paths())
 
 
 # -- subcommands ---------------------------------------------------------------------------
@@ -139,14 +148,47 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from scaling_sweep.report import print_status, status_json
 
     loaded = load_new(args.overrides, args.config_dir)
+    if args.cfg:
+        print(config_mod.to_yaml(loaded.cfg), end="")
+        return 0
     statuses = _statuses(loaded, verify=False)
+    counts = _parameter_counts(loaded.plan)
     if args.json:
-        print(json.dumps(status_json(loaded.plain["name"], loaded.plan, statuses), indent=1))
+        extra = {i: {"params_total": c[0], "params_prunable": c[1]} for i, c in counts.items() if c}
+        print(json.dumps(status_json(loaded.plain["name"], loaded.plan, statuses, extra=extra), indent=1))
         return 0
     where = loaded.sweep.path
     note = "" if loaded.sweep.exists() else " (new)"
-    print_status(console, f"plan: {loaded.plain['name']} -> {where}{note}", loaded.plan, statuses)
+    prunable = {i: f"{c[1]:,} of {c[0]:,}" if c else "when loaded" for i, c in counts.items()}
+    print_status(
+        console,
+        f"plan: {loaded.plain['name']} -> {where}{note}",
+        loaded.plan,
+        statuses,
+        columns={"prunable params": prunable},
+    )
+    for line in code_lines(loaded.plan, loaded.sweep):
+        console.print(escape(line), soft_wrap=True)
     return 0
+
+
+def _parameter_counts(plan: Plan) -> dict[str, tuple[int, int] | None]:
+    """(all, prunable) parameters per job, one meta-device build per distinct model; None: the data's shape is unknown before loading."""
+    from scaling_sweep.train.census import parameter_counts
+
+    cache: dict[str, tuple[int, int] | None] = {}
+    out = {}
+    for spec in plan.specs:
+        config = spec.trainer_config()
+        key = json.dumps(
+            [config["model"], config["data"].get("name"), spec.data.get("_target_"), config["prune"]],
+            sort_keys=True,
+            default=str,
+        )
+        if key not in cache:
+            cache[key] = parameter_counts(config)
+        out[spec.job_id] = cache[key]
+    return out
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -299,6 +341,9 @@ def _plots_and_fit(
 
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = load_new(args.overrides, args.config_dir)
+    if args.cfg:
+        print(config_mod.to_yaml(loaded.cfg), end="")
+        return 0
     sweep = loaded.sweep
     if sweep.exists():
         frozen = _plain(config_mod.from_yaml(sweep.read_config()))
@@ -313,15 +358,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     make_launcher(loaded.plain["launcher"])  # bad launcher settings fail before anything is written
     sweep.create(config_mod.to_yaml(loaded.cfg))
+    sweep.write_import_paths(loaded.import_paths)
     global _launched
     _launched = sweep.path
     console.print(f"sweep [bold]{loaded.plain['name']}[/bold] -> {sweep.path}")
+    for line in code_lines(loaded.plan, sweep):
+        console.print(escape(line), soft_wrap=True)
     return _launch(loaded, _select(loaded, "resume"), args)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     loaded = load_existing(args.sweep_dir, args.overrides)
     loaded.sweep.remove_stale_temps()  # what a killed run left half-written (results.parquet's, say)
+    for line in code_lines(loaded.plan, loaded.sweep):
+        console.print(escape(line), soft_wrap=True)
     return _launch(loaded, _select(loaded, "resume"), args)
 
 
@@ -423,18 +473,30 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--fail-fast", action="store_true", help="stop the sweep at the first failed job")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar (plain lines)")
 
+    def composing(sp: argparse.ArgumentParser) -> None:
+        with_overrides(sp)
+        sp.add_argument(
+            "--config-dir",
+            action="append",
+            default=[],
+            help="extra directory searched for config groups (and for the modules `_target_` names)",
+        )
+        sp.add_argument(
+            "--cfg", choices=["job"], help="print the composed config and exit (as Hydra's --cfg job)"
+        )
+        # Hydra's multirun flag: every `run` sweeps its grid, so it changes nothing.
+        sp.add_argument(
+            "-m", "--multirun", action="store_true", help="accepted for Hydra habit; run always sweeps"
+        )
+
     sp = sub.add_parser("run", help="compose a sweep from configs and run (or submit) it")
-    with_overrides(sp)
+    composing(sp)
     launching(sp)
-    sp.add_argument(
-        "--config-dir", action="append", default=[], help="extra directory searched for config groups"
-    )
     sp.set_defaults(fn=cmd_run)
 
     sp = sub.add_parser("plan", help="show what `run` with these arguments would do; changes nothing")
-    with_overrides(sp)
+    composing(sp)
     sp.add_argument("--json", action="store_true")
-    sp.add_argument("--config-dir", action="append", default=[])
     sp.set_defaults(fn=cmd_plan)
 
     for name, fn, helptext in (

@@ -74,6 +74,12 @@ def compose(overrides: Sequence[str], extra_config_dirs: Sequence[str] = ()) -> 
     from omegaconf.errors import OmegaConfBaseException
 
     _register()
+    for o in overrides:
+        if o.lstrip("+~").startswith(("hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper")):
+            raise ConfigError(
+                f"{o}: scaling-sweep launches and sweeps itself; use launcher=local or launcher=slurm "
+                f"(options under launcher.*, e.g. launcher.partition=gpu) and grid.* for the values to sweep"
+            )
     overrides = _grid_sweeps_as_lists(list(overrides))
     for extra in extra_config_dirs:
         if not os.path.isdir(extra):  # Hydra only warns, and the groups it should hold go missing later

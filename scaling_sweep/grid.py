@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scaling_sweep import schema
+from scaling_sweep import schema, targets
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.expr import Expr, ExprError
 from scaling_sweep.expr import parse as parse_expr
@@ -33,7 +33,9 @@ class Plan:
     folded: int  # grid points that were merged into another point's IMP trajectory
 
 
-def flatten_axes(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
+def flatten_axes(
+    grid: Mapping[str, Any], base: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, list[Any]]:
     """{"model": {"width": [1, 2]}, "seed": [0]} -> {"model.width": [1, 2], "seed": [0]}."""
     out: dict[str, list[Any]] = {}
 
@@ -48,14 +50,32 @@ def flatten_axes(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
         if k not in RESERVED:
             walk(k, v)
     for path, values in out.items():
-        _check_path(path)
+        _check_path(path, base)
         if not values:
             raise ConfigError(f"grid.{path}=[]: an axis needs at least one value")
     return out
 
 
-def _check_path(path: str) -> None:
-    if path == "seed":
+def _user_key(path: str, base: Mapping[str, Mapping[str, Any]] | None) -> bool:
+    """An axis over a key of a user model's or dataset's own (checked against its signature instead)."""
+    section, _, key = path.partition(".")
+    own = base is not None and section in ("model", "data") and schema.TARGET in base.get(section, {})
+    return own and key not in schema.field_types(section) and key != schema.TARGET
+
+
+def _coerce(path: str, value: Any, base: Mapping[str, Mapping[str, Any]]) -> Any:
+    if not _user_key(path, base):
+        return schema.coerce(path, value, where="grid.")
+    # A user key takes the type of the base config's value (width 1 next to a base of 0.5 is 1.0).
+    section, _, key = path.partition(".")
+    current = base[section].get(key)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _check_path(path: str, base: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    if path == "seed" or _user_key(path, base):
         return
     section, _, key = path.partition(".")
     if section not in SECTIONS or not key or "." in key:
@@ -140,6 +160,22 @@ class _Builder:
         # (section, unit choices, extra) -> (that section's values, its canonical JSON). Specs share
         # the values dicts, which is safe because nothing mutates a spec's sections.
         self.distinct: dict[tuple, tuple[dict[str, Any], str]] = {}
+        self.hashes: dict[str, str] = {}  # module -> source hash
+        self.components: dict[tuple, targets.Target] = {}  # distinct user components, checked once each
+        self._code: dict[tuple[int, int, int], dict[str, str]] = {}
+
+    def code(self, sections: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+        """{where: source hash} of the user components among these sections (empty for built-ins)."""
+        key = (id(sections["model"]), id(sections["data"]), id(sections["train"]))
+        hit = self._code.get(key)
+        if hit is None:
+            found = targets.find(sections)
+            for t in found.values():
+                self.components.setdefault(t.key(), t)
+                if t.module not in self.hashes:
+                    self.hashes[t.module] = targets.code_hash(t.module)
+            hit = self._code[key] = {where: self.hashes[t.module] for where, t in found.items()}
+        return hit
 
     def section(
         self,
@@ -181,20 +217,32 @@ class _Builder:
                 sections[s], parts[s] = self.section(s, choice, prune_extra, skip)
             else:
                 sections[s], parts[s] = self.section(s, choice)
+        code = self.code(sections)
         spec = JobSpec(
-            sections["model"], sections["data"], sections["train"], sections["prune"], seed, axes=axes
+            sections["model"],
+            sections["data"],
+            sections["train"],
+            sections["prune"],
+            seed,
+            axes=axes,
+            code=code,
         )
-        return spec.preset_canonical(join_canonical(parts, seed))
+        return spec.preset_canonical(join_canonical(parts, seed, code))
 
 
-def expand(cfg: Mapping[str, Any], check_paths: bool = True) -> Plan:
-    """Expand a composed sweep config (plain dict) into trajectory JobSpecs, validated."""
+def expand(cfg: Mapping[str, Any], check_paths: bool = True, check_code: bool = True) -> Plan:
+    """Expand a composed sweep config (plain dict) into trajectory JobSpecs, validated.
+
+    `check_code=False` neither imports nor checks user components (`_target_`): commands that
+    only read a sweep (status, fit) run no code named in it. Their source hashes (part of the job
+    ids) are read from disk either way.
+    """
     # model and data are untyped in the composed config: the schema gives them defaults and types.
     base = {s: schema.normalize(s, cfg[s]) for s in SECTIONS}
     default_seed = int(cfg["seed"])
     grid = dict(cfg.get("grid") or {})
-    axes = flatten_axes(grid)
-    axes = {p: [schema.coerce(p, v, where="grid.") for v in vals] for p, vals in axes.items()}
+    axes = flatten_axes(grid, base)
+    axes = {p: [_coerce(p, v, base) for v in vals] for p, vals in axes.items()}
     groups = _zip_groups(grid, axes)
     zipped = {g for group in groups for g in group}
     # A unit is one zipped group or one lone axis; its elements are the values it takes together.
@@ -250,6 +298,9 @@ def expand(cfg: Mapping[str, Any], check_paths: bool = True) -> Plan:
     for (section, *_), (values, _) in builder.distinct.items():
         schema.check(section, values, check_paths)
     _check_rewinds(specs)
+    if check_code:
+        for component in builder.components.values():
+            targets.check(component)
     return Plan(specs=specs, n_points=n_points, axes=axes, folded=n_points - len(specs))
 
 

@@ -9,8 +9,10 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from scaling_sweep import targets
 from scaling_sweep.atomic import write_text
 from scaling_sweep.results import SCHEMA_VERSION, write_rows
+from scaling_sweep.schema import label
 from scaling_sweep.spec import JobSpec
 from scaling_sweep.sweep import (
     DONE,
@@ -55,6 +57,10 @@ def _torch_version() -> str:
     return getattr(torch, "__version__", "") if torch else ""
 
 
+def _number(value: Any, typ: type) -> Any:
+    return typ(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def make_rows(sweep_name: str, spec: JobSpec, levels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Trainer level metrics + the job's identity, axes and provenance = rows of the results table."""
     version, torch_version = code_version(), _torch_version()
@@ -67,10 +73,10 @@ def make_rows(sweep_name: str, spec: JobSpec, levels: Sequence[Mapping[str, Any]
                 "job_id": spec.job_id,
                 "level": int(m["level"]),
                 "seed": int(spec.seed),
-                "model": spec.model["name"],
-                "width": float(spec.model["width"]),
-                "depth": int(spec.model["depth"]),
-                "dataset": spec.data["name"],
+                "model": label(spec.model),
+                "width": _number(spec.model.get("width"), float),  # a user model may have neither
+                "depth": _number(spec.model.get("depth"), int),
+                "dataset": label(spec.data),
                 "data_fraction": float(spec.data["fraction"]),
                 "n_train": int(m["n_train"]),
                 "density": float(m["density"]),
@@ -174,6 +180,9 @@ def _run_leased(
     # The trainer fences its checkpoint writes too; other train functions only get the step poll.
     fn, extra = (train_fn, {}) if train_fn else (_default_train_fn(), {"fence": lease.fence})
     try:
+        if spec.code:  # user components: importable here (a SLURM node, another directory), and unedited
+            targets.activate(sweep.read_import_paths())
+            targets.verify(spec.trainer_config(), spec.code)
         levels = fn(spec.trainer_config(), device, sweep.ckpt_dir(job_id), emit, polled, log, **extra)
     except LeaseLost:
         log("lease lost: another process took this job over; stopped without writing")

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from scaling_sweep.grid import Plan
-from scaling_sweep.spec import ADDED_OPTIONS
-from scaling_sweep.sweep import JobStatus
+from scaling_sweep.spec import ADDED_OPTIONS, JobSpec
+from scaling_sweep.sweep import JobStatus, SweepDir
 
 ORDER = ("done", "running", "failed", "interrupted", "pending")
 
@@ -22,9 +22,13 @@ def counts(statuses: Mapping[str, JobStatus]) -> dict[str, int]:
 
 
 def status_json(
-    name: str, plan: Plan, statuses: Mapping[str, JobStatus], slurm: Mapping[str, str] | None = None
+    name: str,
+    plan: Plan,
+    statuses: Mapping[str, JobStatus],
+    slurm: Mapping[str, str] | None = None,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Everything `status --json` prints: counts and one entry per job."""
+    """Everything `status --json` prints: counts and one entry per job (plus `extra[job_id]`'s keys)."""
     jobs = []
     for spec in plan.specs:
         st = statuses[spec.job_id]
@@ -42,6 +46,7 @@ def status_json(
         }
         if slurm is not None:
             entry["slurm"] = slurm.get(spec.job_id, "")
+        entry.update((extra or {}).get(spec.job_id, {}))
         jobs.append(entry)
     c = counts(statuses)
     return {
@@ -120,8 +125,9 @@ def print_status(
     statuses: Mapping[str, JobStatus],
     slurm: Mapping[str, str] | None = None,
     first: int = 8,
+    columns: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
-    """The plan/status screen: counts, folding, problems, the first few jobs with their axes."""
+    """The plan/status screen: counts, folding, problems, the first few jobs with their axes (and `columns`)."""
     c = counts(statuses)
     console.print(f"[bold]{title}[/bold]")
     console.print(fold_line(plan))
@@ -141,7 +147,8 @@ def print_status(
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("job_id", no_wrap=True, min_width=16)
     table.add_column("status", no_wrap=True)
-    for col in ["levels", *axes] + (["slurm"] if slurm is not None else []):
+    columns = columns or {}
+    for col in ["levels", *axes, *columns] + (["slurm"] if slurm is not None else []):
         table.add_column(col)
     for spec in plan.specs[:first]:
         st = statuses[spec.job_id]
@@ -150,6 +157,7 @@ def print_status(
             st.status + (f" ({st.owner})" if st.owner else ""),
             levels_cell(st),
         ] + [_fmt(spec.axes.get(a)) for a in axes]
+        row += [values.get(spec.job_id, "") for values in columns.values()]
         if slurm is not None:
             row.append(slurm.get(spec.job_id, ""))
         table.add_row(*row)
@@ -187,3 +195,48 @@ def summary_tables(table: Any, densities: Sequence[float]) -> list[Table]:
             t.add_row(f"{w:g}", *[("" if v != v else f"{v:.3f}") for v in row])
         out.append(t)
     return out
+
+
+def code_lines(plan: Plan, sweep: SweepDir) -> list[str]:
+    """The user components a plan imports, and how many planned jobs are new only because their code changed.
+
+    A job is "new because code changed" when the sweep directory holds a job with the same
+    configuration whose recorded source hashes differ (the edited code makes it another job).
+    """
+    import json
+
+    from scaling_sweep import targets
+
+    lines = []
+    seen: dict[str, str] = {}
+    for spec in plan.specs:
+        for where, t in targets.find(spec.trainer_config()).items():
+            seen.setdefault(
+                f"{where} {t.path}", f"{targets.source_file(t.module)}, source {spec.code[where]}"
+            )
+    lines += [f"user code: {k} ({v})" for k, v in seen.items()]
+    if not seen or not (sweep.path / "jobs").is_dir():
+        return lines
+    planned = {_without_code(spec.identity()): spec for spec in plan.specs if spec.code}
+    changed: Counter[str] = Counter()
+    for path in (sweep.path / "jobs").glob("*/spec.json"):
+        try:
+            old = JobSpec.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        new = planned.get(_without_code(old.identity()))
+        if new is not None and new.job_id != old.job_id:
+            for where in sorted(set(new.code) | set(old.code)):
+                if new.code.get(where) != old.code.get(where):
+                    changed[where] += 1
+    for where, n in changed.items():
+        lines.append(
+            f"new because code changed: {n} jobs ({where} source differs from the jobs already in {sweep.path})"
+        )
+    return lines
+
+
+def _without_code(identity: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps({k: v for k, v in identity.items() if k != "code"}, sort_keys=True)

@@ -26,14 +26,17 @@ def section_json(name: str, values: Mapping[str, Any]) -> str:
     return json.dumps(_canonical_section(name, values), sort_keys=True, separators=(",", ":"))
 
 
-def join_canonical(parts: Mapping[str, str], seed: int) -> str:
+def join_canonical(parts: Mapping[str, str], seed: int, code: Mapping[str, str] | None = None) -> str:
     """The canonical JSON of a whole spec from its sections' canonical JSON.
 
     Same text as json.dumps(identity, sort_keys=True, separators=(",", ":")): keys in sorted
-    order data, model, prune, seed, train. Lets the grid reuse section JSON shared by many jobs.
+    order (code,) data, model, prune, seed, train. Lets the grid reuse section JSON shared by many jobs.
+    `code` (the source hashes of user components) enters only when there is some, so the ids of
+    jobs made of built-ins never change.
     """
+    head = f'"code":{json.dumps(dict(code), sort_keys=True, separators=(",", ":"))},' if code else ""
     return (
-        f'{{"data":{parts["data"]},"model":{parts["model"]},"prune":{parts["prune"]},'
+        f'{{{head}"data":{parts["data"]},"model":{parts["model"]},"prune":{parts["prune"]},'
         f'"seed":{int(seed)},"train":{parts["train"]}}}'
     )
 
@@ -54,16 +57,21 @@ class JobSpec:
     # Grid axes this job stands for, e.g. {"model.width": 2, "prune.density": [1, 0.8, ...]};
     # for display only, not part of the identity.
     axes: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # {"model": sha256 of its module's source, ...} for each user component (`_target_`): an
+    # edited model is another job. Empty for built-ins.
+    code: Mapping[str, str] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """The training-relevant config as plain data: what `job_id` hashes."""
         out: dict[str, Any] = {s: _canonical_section(s, getattr(self, s)) for s in SECTIONS}
         out["seed"] = int(self.seed)
+        if self.code:
+            out["code"] = dict(self.code)
         return out
 
     @cached_property
     def canonical_json(self) -> str:
-        return join_canonical({s: section_json(s, getattr(self, s)) for s in SECTIONS}, self.seed)
+        return join_canonical({s: section_json(s, getattr(self, s)) for s in SECTIONS}, self.seed, self.code)
 
     def preset_canonical(self, canonical_json: str) -> JobSpec:
         """Seed the cached canonical JSON (computed from shared section pieces by the grid) and id."""
@@ -77,7 +85,8 @@ class JobSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, execution settings included, as JSON-ready data (`spec.json`)."""
-        return {**self.trainer_config(), "axes": dict(self.axes), "job_id": self.job_id}
+        code = {"code": dict(self.code)} if self.code else {}
+        return {**self.trainer_config(), **code, "axes": dict(self.axes), "job_id": self.job_id}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JobSpec:
@@ -88,6 +97,7 @@ class JobSpec:
             prune=dict(d["prune"]),
             seed=int(d["seed"]),
             axes=dict(d.get("axes", {})),
+            code=dict(d.get("code", {})),
         )
         if "job_id" in d and d["job_id"] != spec.job_id:
             raise ValueError(f"spec.json says job_id={d['job_id']} but its content hashes to {spec.job_id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -238,6 +239,22 @@ class SweepDir:
         if missing:
             raise ConfigError(f"{path} has no {' or '.join(missing)}: not a whole sweep config; {recover}")
         return text
+
+    @property
+    def import_paths_path(self) -> Path:
+        return self.path / "import_paths.json"
+
+    def write_import_paths(self, paths: Sequence[str]) -> None:
+        """Record where user components (`_target_`) import from, once, so any process can reopen the sweep."""
+        if not self.import_paths_path.is_file():
+            write_json(self.import_paths_path, {"import_paths": list(paths)})
+
+    def read_import_paths(self) -> list[str]:
+        """The directories recorded at creation (none for sweeps made before they were recorded)."""
+        try:
+            return [str(p) for p in json.loads(self.import_paths_path.read_text())["import_paths"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
 
     def create(self, config_yaml: str) -> None:
         """Freeze the config at first launch; a sweep directory never changes its config afterwards."""

@@ -10,13 +10,14 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from scaling_sweep.errors import ConfigError
+from scaling_sweep.schema import TARGET, DataOptions
+from scaling_sweep.schema import label as label  # re-exported: what rows and screens call a component
 
-TARGET = "_target_"
 # Where a trainer config may name a user component, and what the trainer passes it besides the
 # section's own keys: (positional arguments, keyword arguments).
 WHERE = ("model", "data", "train.step")
@@ -27,9 +28,7 @@ SUPPLIED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 # Data keys the tool itself consumes (the subset cut, the loader's plumbing): never passed to a
 # user loader, except `root`, which is passed when it is set (it is where the data lives).
-DATA_OWN_KEYS = frozenset(
-    {"name", "fraction", "data_seed", "balanced", "augment", "root", "cache_dir", "num_workers"}
-)
+DATA_OWN_KEYS = frozenset(f.name for f in fields(DataOptions))
 _PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
@@ -48,6 +47,10 @@ class Target:
     @property
     def label(self) -> str:
         return self.path.rpartition(".")[2]
+
+    def key(self) -> tuple:
+        """Hashable: one signature check per distinct component and keywords."""
+        return (self.where, self.path, repr(sorted(self.kwargs.items())))
 
 
 def section(config: Mapping[str, Any], where: str) -> Mapping[str, Any] | None:
@@ -83,15 +86,6 @@ def _kwargs(where: str, values: Mapping[str, Any]) -> dict[str, Any]:
             kw["root"] = values["root"]
         return kw
     return {k: v for k, v in values.items() if k != TARGET}
-
-
-def label(config_section: Mapping[str, Any]) -> str | None:
-    """What rows and screens call a section: its `name`, else its target's last component."""
-    name = config_section.get("name")
-    if name is not None:
-        return str(name)
-    path = config_section.get(TARGET)
-    return str(path).rpartition(".")[2] if path else None
 
 
 # -- importing --------------------------------------------------------------------------------
@@ -142,7 +136,11 @@ def check(target: Target) -> Any:
     except (TypeError, ValueError):  # some C-implemented callables have none: nothing to check
         return obj
     positional, supplied = SUPPLIED[target.where]
-    shown = f"{target.label}{sig}"
+    plain = sig.replace(
+        parameters=[p.replace(annotation=p.empty) for p in sig.parameters.values()],
+        return_annotation=sig.empty,
+    )
+    shown = f"{target.label}{plain}"
     for key in target.kwargs:
         if key in supplied or key in positional:
             raise ConfigError(
