@@ -111,8 +111,9 @@ def resolve(target: Target) -> Any:
             f"{target.where}.{TARGET}={target.path}: cannot import {target.module} ({e}); run from the "
             f"directory that holds it, add that directory to PYTHONPATH, or pass --config-dir"
         ) from e
-    obj = getattr(module, target.label, None)
-    if obj is None:
+    missing = object()
+    obj = getattr(module, target.label, missing)
+    if obj is missing:
         raise ConfigError(f"{target.where}.{TARGET}={target.path}: {target.module} has no {target.label!r}")
     if not (inspect.isclass(obj) or inspect.isfunction(obj)) or obj.__module__ != target.module:
         where_defined = getattr(obj, "__module__", None)
