@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -138,6 +139,22 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 # -- checksums -----------------------------------------------------------------------------
+
+
+def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy a directory's files (one level, temp files left out), each atomically; digest sidecars first,
+    so a copy cut short never holds a file whose recorded digest is missing."""
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    files = [p for p in src.iterdir() if p.is_file() and not p.name.endswith(".tmp")]
+    for p in sorted(files, key=lambda p: (not p.name.endswith(".sha256"), p.name)):
+        copy_file(p, dst / p.name)
+
+
+def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy one file atomically (temp, fsync, rename)."""
+    with atomic_open(dst, "wb") as f, open(src, "rb") as r:
+        shutil.copyfileobj(r, f)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

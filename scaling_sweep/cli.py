@@ -17,11 +17,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from scaling_sweep import config as config_mod
-from scaling_sweep import targets
+from scaling_sweep import history, targets
 from scaling_sweep.errors import ConfigError
-from scaling_sweep.grid import Plan, expand
+from scaling_sweep.grid import Plan
+from scaling_sweep.history import plan_all, training_diff  # noqa: F401  (training_diff: part of the CLI's API)
 from scaling_sweep.report import code_lines
-from scaling_sweep.spec import ADDED_OPTIONS, EXECUTION_KEYS, JobSpec
+from scaling_sweep.spec import JobSpec
 from scaling_sweep.sweep import SweepDir
 
 # Pipes and logs get a wide console rather than rich's 80-column default, so nothing is cut.
@@ -47,28 +48,6 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: d}
 
 
-def training_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Keys whose values differ between two configs in what decides the trainings (grid included)."""
-
-    def ignored(path: str, value: Any) -> bool:
-        # Execution settings, and options added later while at their default (absent from a sweep.yaml
-        # frozen before they existed): neither changes a job id, so neither is a change of training.
-        section, _, key = path.partition(".")
-        added = ADDED_OPTIONS.get(section, {})
-        return key in EXECUTION_KEYS.get(section, ()) or (key in added and value == added[key])
-
-    def relevant(cfg: dict[str, Any]) -> dict[str, Any]:
-        flat = _flat({k: v for k, v in cfg.items() if k not in config_mod.EXECUTION_TOP})
-        return {k: v for k, v in flat.items() if not ignored(k, v)}
-
-    a, b = relevant(old), relevant(new)
-    return [
-        f"{k}: {a.get(k, '<unset>')} -> {b.get(k, '<unset>')}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k)
-    ]
-
-
 def _launcher_group(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, list[str]]:
     # `launcher=slurm` names a config group file; apply it before key overrides.
     rest = []
@@ -87,42 +66,113 @@ def _launcher_group(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, 
 
 
 class Loaded:
-    """A sweep's config, its expanded plan and its directory."""
+    """A sweep's config, its expanded plan and its directory.
+
+    `configs` are the sweep's earlier variants (as first frozen, then after each extension) before
+    this one; the plan is all of them together (history.plan_all). `extension` is what this config
+    adds to the sweep's history, once a command that runs records it (None: nothing new).
+    """
 
     def __init__(
-        self, cfg: DictConfig, sweep: SweepDir, trains_here: bool = True, import_paths: Sequence[str] = ()
+        self,
+        cfg: DictConfig,
+        sweep: SweepDir,
+        trains_here: bool = True,
+        import_paths: Sequence[str] = (),
+        configs: Sequence[dict[str, Any]] = (),
+        extension: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = cfg
         self.plain = _plain(cfg)
         self.import_paths = list(import_paths)
+        self.extension = extension
         targets.activate(self.import_paths)
         # Dataset roots must exist only where training runs: not for status or fit, not on a SLURM login node.
         # User code is imported (and its signature checked) only by commands that train or plan.
         local = (self.plain.get("launcher") or {}).get("name", "local") != "slurm"
-        self.plan: Plan = expand(self.plain, check_paths=trains_here and local, check_code=trains_here)
+        grown = plan_all([*configs, self.plain], check_paths=trains_here and local, check_code=trains_here)
+        self.plan: Plan = grown.plan
+        self.origins = grown.origins
         self.sweep = sweep
+
+    def record_extension(self) -> None:
+        """Append what this config adds to sweep.yaml (a command that runs it has started), and where
+        deepened trajectories continue from."""
+        if self.extension is not None:
+            self.sweep.append_extension(self.extension)
+            console.print(f"extended {self.sweep.path}: {_extension_line(self.extension)}")
+            self.extension = None
+        for job_id, shallower in self.origins.items():
+            self.sweep.write_origin(job_id, shallower)
+
+    def reuse_from_store(self) -> None:
+        """Record this launch's store, and copy in every pending job the store has finished."""
+        from scaling_sweep.store import Store
+
+        path = self.plain.get("store")
+        self.sweep.write_store(path)
+        if not path:
+            return
+        shared = Store(path)
+        statuses = self.sweep.statuses(self.plan.specs, verify=False)
+        n = sum(shared.reuse(self.sweep, s.job_id) for s in self.plan.specs if statuses[s.job_id].status == "pending")
+        if n:
+            console.print(f"reused {n} finished jobs from the store {shared.path}")
+
+    def reusable(self) -> int:
+        """Pending jobs that the store holds finished (what `run` would copy in rather than train)."""
+        from scaling_sweep.store import Store
+
+        path = self.plain.get("store")
+        if not path:
+            return 0
+        shared = Store(path)
+        statuses = self.sweep.statuses(self.plan.specs, verify=False)
+        return sum(shared.has(s.job_id) for s in self.plan.specs if statuses[s.job_id].status == "pending")
+
+
+def _extension_line(entry: dict[str, Any]) -> str:
+    parts = [f"grid {json.dumps(entry['grid'], separators=(',', ':'))}"]
+    if entry.get("prune"):
+        parts.append("prune " + ", ".join(f"{k}={v}" for k, v in entry["prune"].items()))
+    return "; ".join(parts)
+
+
+def _history(sweep: SweepDir) -> list[dict[str, Any]]:
+    return history.variants(_plain(config_mod.from_yaml(sweep.read_config())))
 
 
 def load_new(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> Loaded:
+    """The composed config; against an existing sweep of that name, as an extension of its history (or a refusal)."""
     cfg = config_mod.compose(overrides, config_dirs)
     plain = _plain(cfg)
+    sweep = SweepDir(Path(plain["out_dir"]) / plain["name"])
+    configs: list[dict[str, Any]] = []
+    extension = None
+    if sweep.exists():
+        configs = _history(sweep)
+        extension = history.growth(configs[-1], plain, str(sweep.path))
+        if extension is None:
+            configs = configs[:-1]  # the same trainings as the current variant: this config stands for it
     return Loaded(
-        cfg, SweepDir(Path(plain["out_dir"]) / plain["name"]), import_paths=targets.import_paths(config_dirs)
+        cfg, sweep, import_paths=targets.import_paths(config_dirs), configs=configs, extension=extension
     )
 
 
 def load_existing(path: str, overrides: Sequence[str] = (), trains_here: bool = True) -> Loaded:
+    """An existing sweep at its current variant, with `overrides` on top: execution settings, or growth (grid values, seeds, deeper pruning)."""
     sweep = SweepDir(path)
-    frozen = config_mod.from_yaml(sweep.read_config())
-    cfg, rest = _launcher_group(frozen, list(overrides))
+    configs = _history(sweep)
+    current = OmegaConf.create(configs[-1])
+    cfg, rest = _launcher_group(current, list(overrides))
     cfg = config_mod.apply_overrides(cfg, rest) if rest else cfg
-    diff = training_diff(_plain(frozen), _plain(cfg))
-    if diff:
-        raise ConfigError(
-            f"{path}: the override changes training of the frozen sweep.yaml ({'; '.join(diff[:3])}); "
-            f"start a new sweep with `scaling-sweep run ... name=NEW` instead"
-        )
-    return Loaded(cfg, sweep, trains_here, import_paths=sweep.read_import_paths())
+    extension = history.growth(configs[-1], _plain(cfg), path)
+    if extension is not None and not trains_here:
+        raise ConfigError(f"{path}: overrides that grow a sweep go to `scaling-sweep resume {path} ...`")
+    kept = configs if extension is not None else configs[:-1]
+    return Loaded(
+        cfg, sweep, trains_here, import_paths=sweep.read_import_paths(), configs=kept, extension=extension
+    )
 
 
 # -- subcommands ---------------------------------------------------------------------------
@@ -169,6 +219,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     )
     for line in code_lines(loaded.plan, loaded.sweep):
         console.print(escape(line), soft_wrap=True)
+    reused = loaded.reusable()
+    if reused:
+        console.print(f"reused {reused}: finished in the store {loaded.plain['store']}, copied in by `run` instead of trained")
     return 0
 
 
@@ -268,13 +321,22 @@ def _launch(loaded: Loaded, specs: list[JobSpec], args: argparse.Namespace) -> i
     return 0
 
 
-def _collect(sweep: SweepDir) -> Any:
+def _collect(sweep: SweepDir, plan: Plan | None = None) -> Any:
+    """results.parquet from the rows of the planned jobs (all rows files without a plan).
+
+    Rows of jobs the plan no longer holds stay on disk but out of the results: a trajectory that was
+    deepened (its levels are the deeper job's first rows) or a user model's job before its code changed.
+    """
     from scaling_sweep.results import collect
 
     def report(line: str) -> None:
         console.print(f"[yellow]warning[/yellow]: {escape(line)}", soft_wrap=True)
 
-    return collect(sorted((sweep.path / "rows").glob("*.parquet")), sweep.results_path, report=report)
+    paths = sorted((sweep.path / "rows").glob("*.parquet"))
+    if plan is not None:
+        planned = {s.job_id for s in plan.specs}
+        paths = [p for p in paths if p.stem in planned]
+    return collect(paths, sweep.results_path, report=report)
 
 
 def _finish(loaded: Loaded) -> None:
@@ -282,7 +344,7 @@ def _finish(loaded: Loaded) -> None:
     from scaling_sweep.report import summary_tables
 
     sweep = loaded.sweep
-    table = _collect(sweep)
+    table = _collect(sweep, loaded.plan)
     console.print(f"results: [bold]{sweep.results_path}[/bold] ({table.num_rows} rows)")
     for t in summary_tables(table, loaded.plain.get("summary_densities") or [1.0]):
         console.print(t)
@@ -345,19 +407,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(config_mod.to_yaml(loaded.cfg), end="")
         return 0
     sweep = loaded.sweep
-    if sweep.exists():
-        frozen = _plain(config_mod.from_yaml(sweep.read_config()))
-        diff = training_diff(frozen, loaded.plain)
-        if diff:
-            raise ConfigError(
-                f"{sweep.path} already holds a sweep with another config ({'; '.join(diff[:3])}); "
-                f"pass name=NEW for a new sweep, or `scaling-sweep resume {sweep.path}`"
-            )
+    if sweep.exists() and loaded.extension is None:
         console.print(f"{sweep.path} exists with the same config: continuing it")
     from launchers import make_launcher
 
     make_launcher(loaded.plain["launcher"])  # bad launcher settings fail before anything is written
     sweep.create(config_mod.to_yaml(loaded.cfg))
+    loaded.record_extension()
+    loaded.reuse_from_store()
     sweep.write_import_paths(loaded.import_paths)
     global _launched
     _launched = sweep.path
@@ -370,6 +427,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     loaded = load_existing(args.sweep_dir, args.overrides)
     loaded.sweep.remove_stale_temps()  # what a killed run left half-written (results.parquet's, say)
+    loaded.record_extension()
+    loaded.reuse_from_store()
     for line in code_lines(loaded.plan, loaded.sweep):
         console.print(escape(line), soft_wrap=True)
     return _launch(loaded, _select(loaded, "resume"), args)
@@ -377,14 +436,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     loaded = load_existing(args.sweep_dir, args.overrides)
+    if loaded.extension is not None:
+        raise ConfigError(
+            f"retry reruns failed jobs only; grow the sweep with `scaling-sweep resume {args.sweep_dir} ...`"
+        )
     return _launch(loaded, _select(loaded, "retry"), args)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    sweep = SweepDir(args.sweep_dir)
-    sweep.read_config()
-    table = _collect(sweep)
-    console.print(f"wrote {sweep.results_path} ({table.num_rows} rows)")
+    loaded = load_existing(args.sweep_dir, trains_here=False)
+    table = _collect(loaded.sweep, loaded.plan)
+    console.print(f"wrote {loaded.sweep.results_path} ({table.num_rows} rows)")
     return 0
 
 
@@ -401,7 +463,7 @@ def _fit_source(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any], d
         if not (loaded.sweep.results_path.exists() or any((loaded.sweep.path / "rows").glob("*.parquet"))):
             raise ConfigError(f"{loaded.sweep.path}: no rows yet; run or resume the sweep first")
         out = Path(args.out) if args.out else loaded.sweep.fit_dir
-        return _collected(loaded.sweep), out, dict(loaded.plain.get("fit") or {}), columns
+        return _collected(loaded.sweep, loaded.plan), out, dict(loaded.plain.get("fit") or {}), columns
     if not source.exists():
         raise ConfigError(
             f"{source}: no such file or directory; pass a sweep directory, a Parquet file, a directory of "
@@ -411,10 +473,10 @@ def _fit_source(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any], d
     return source, out, config_mod.fit_options(args.overrides), columns
 
 
-def _collected(sweep: SweepDir) -> Path:
+def _collected(sweep: SweepDir, plan: Plan) -> Path:
     """The sweep with results.parquet brought up to date, or its rows/ when the directory is read-only."""
     try:
-        _collect(sweep)
+        _collect(sweep, plan)
     except OSError as e:
         if e.errno not in ENVIRONMENT_ERRNOS:
             raise

@@ -14,6 +14,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.schema import DataOptions, PruneOptions, TrainOptions, execution
+from scaling_sweep.tracking import TrackingOptions
+from scaling_sweep.tracking import options as tracking_options
 
 
 @dataclass
@@ -45,8 +47,13 @@ class SweepConfig:
     grid: dict[str, Any] = field(default_factory=dict)
     launcher: dict[str, Any] = execution(default_factory=dict)  # each launcher checks its own keys
     fit: FitOptions = execution(default_factory=FitOptions)
+    # Trackers that mirror every job's rows (tracking=[tensorboard,mlflow,wandb]); resume may add one.
+    tracking: TrackingOptions = execution(default_factory=TrackingOptions)
     # Densities at which the end-of-run summary table shows error.
     summary_densities: list[float] = execution(default_factory=lambda: [1.0, 0.512, 0.262])
+    # A directory of finished jobs shared across sweeps (scaling_sweep.store): a job already done there
+    # is copied in instead of trained, and every job finished here is added to it. None: no store.
+    store: str | None = execution(None)
 
 
 # Keys that change where or how a sweep runs, not its numbers: resume may override them.
@@ -92,6 +99,7 @@ def compose(overrides: Sequence[str], extra_config_dirs: Sequence[str] = ()) -> 
         raise ConfigError(_one_line(e)) from e
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
     check_name(_name(cfg))
+    _check_tracking(cfg)
     return cfg
 
 
@@ -121,7 +129,8 @@ def _name(cfg: DictConfig) -> Any:
 
 
 def _grid_sweeps_as_lists(overrides: list[str]) -> list[str]:
-    """Hydra's sweep syntax on a grid axis (grid.seed=range(0,10), grid.model.width=1,2,4) becomes a list."""
+    """Hydra's sweep syntax on a grid axis (grid.seed=range(0,10), grid.model.width=1,2,4) becomes a list;
+    so does a bare `tracking=[...]`, which sets `tracking.to`."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -133,7 +142,9 @@ def _grid_sweeps_as_lists(overrides: list[str]) -> list[str]:
         except HydraException as e:
             raise ConfigError(_one_line(e)) from e
         key = o.get_key_element()
-        if o.is_sweep_override() and key.lstrip("+").startswith("grid."):
+        if _is_tracking_list(o):
+            out.append(f"tracking.to=[{','.join(_literal(n) for n in _tracking_names(o))}]")
+        elif o.is_sweep_override() and key.lstrip("+").startswith("grid."):
             _check_sweep(line, o.value())
             values = [v for v in o.sweep_iterator()]
             out.append(f"{key}=[{','.join(_literal(v) for v in values)}]")
@@ -202,6 +213,9 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     except HydraException as e:
         raise ConfigError(_one_line(e)) from e
     for o in parsed:
+        if _is_tracking_list(o):
+            OmegaConf.update(cfg, "tracking.to", _tracking_names(o), merge=False)
+            continue
         if o.is_sweep_override():
             raise ConfigError(
                 f"{o.input_line}: sweeps over values go in grid.* (e.g. grid.model.width=[1,2])"
@@ -210,7 +224,33 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
         if o.is_delete():
             raise ConfigError(f"{o.input_line}: deleting keys is not supported on resume")
         OmegaConf.update(cfg, key, o.value(), merge=False, force_add=o.is_add() or o.is_force_add())
+    _check_tracking(cfg)
     return cfg
+
+
+def _is_tracking_list(o: Any) -> bool:
+    """`tracking=[tensorboard,mlflow]` (or `tracking=mlflow`, `tracking=a,b`, `tracking=[]`): the list of trackers."""
+    return (
+        o.get_key_element().lstrip("+") == "tracking"
+        and not o.is_delete()
+        and not isinstance(o.value(), dict)
+    )
+
+
+def _tracking_names(o: Any) -> list[str]:
+    """The trackers a `tracking=...` shorthand names: what `tracking.to` is set to."""
+    value = list(o.sweep_iterator()) if o.is_sweep_override() else o.value()
+    return [] if value is None else [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _check_tracking(cfg: DictConfig) -> None:
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        node = OmegaConf.to_container(cfg.tracking, resolve=True) if "tracking" in cfg else None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"tracking: {_one_line(e)}") from e
+    tracking_options(node)
 
 
 def to_yaml(cfg: DictConfig) -> str:

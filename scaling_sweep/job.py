@@ -7,10 +7,11 @@ import os
 import platform
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from scaling_sweep import targets
-from scaling_sweep.atomic import write_text
+from scaling_sweep import store, targets, tracking
+from scaling_sweep.atomic import copy_tree, write_text
 from scaling_sweep.results import SCHEMA_VERSION, write_rows
 from scaling_sweep.schema import label
 from scaling_sweep.spec import JobSpec
@@ -61,7 +62,35 @@ def _number(value: Any, typ: type) -> Any:
     return typ(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def make_rows(sweep_name: str, spec: JobSpec, levels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def finished_times(rows_path: Path) -> dict[int, dt.datetime]:
+    """level -> finished_at of a rows file (empty when there is none or it is unreadable)."""
+    from scaling_sweep.results import read_rows
+
+    try:
+        return {int(r["level"]): r["finished_at"] for r in read_rows(rows_path).to_pylist()}
+    except Exception:
+        return {}
+
+
+def continue_from(sweep: SweepDir, job_id: str) -> str | None:
+    """For a job that deepens a trajectory (jobs/<id>/origin.json, written by `run`/`resume`) and has no
+    checkpoint yet: copy the checkpoint of the deepest shallower job that has one; returns its id."""
+    origin = sweep.read_origin(job_id)
+    if not origin or (sweep.ckpt_dir(job_id) / "checkpoint.pt").exists():
+        return None
+    for old in origin:
+        if (sweep.ckpt_dir(old) / "checkpoint.pt").is_file():
+            copy_tree(sweep.ckpt_dir(old), sweep.ckpt_dir(job_id))
+            return old
+    return None
+
+
+def make_rows(
+    sweep_name: str,
+    spec: JobSpec,
+    levels: Sequence[Mapping[str, Any]],
+    stamps: Mapping[int, dt.datetime] | None = None,
+) -> list[dict[str, Any]]:
     """Trainer level metrics + the job's identity, axes and provenance = rows of the results table."""
     version, torch_version = code_version(), _torch_version()
     now = dt.datetime.now(dt.timezone.utc)
@@ -95,7 +124,7 @@ def make_rows(sweep_name: str, spec: JobSpec, levels: Sequence[Mapping[str, Any]
                 "wall_s": float(m["wall_s"]),
                 "device": str(m.get("device", "")),
                 "host": HOST,
-                "finished_at": m.get("finished_at") or now,
+                "finished_at": (stamps or {}).get(int(m["level"])) or m.get("finished_at") or now,
                 "config_json": spec.canonical_json,
                 "code_version": version,
                 "torch_version": torch_version,
@@ -131,10 +160,13 @@ def run_job(
         if sweep.is_done(job_id, total):
             return "skipped"
         sweep.remove_stale_temps(job_id)  # a killed earlier owner's half-written files
+        mirror = tracking.Mirror(sweep, spec, name)  # the sweep's trackers, if any; it never fails a job
         try:
-            return _run_leased(spec, sweep, name, device, total, lease, stop, train_fn)
+            return _run_leased(spec, sweep, name, device, total, lease, stop, train_fn, mirror.log)
         except LeaseLost:
             return "busy"
+        finally:
+            mirror.close()
 
 
 def _run_leased(
@@ -146,6 +178,7 @@ def _run_leased(
     lease: Lease,
     stop: Callable[[], bool] | None,
     train_fn: TrainFn | None,
+    track: Callable[[Sequence[Mapping[str, Any]]], None] = lambda levels: None,
 ) -> str:
     """run_job's body while the lease is held; every write is fenced by `lease.fence()`."""
     job_id = spec.job_id
@@ -163,11 +196,16 @@ def _run_leased(
     )
     jd = sweep.job_dir(job_id)
     log_path = jd / "log.txt"
+    continued = continue_from(sweep, job_id)  # a deeper trajectory starts from the shallower job's last level
+    stamps = finished_times(sweep.rows_path(job_id)) or (finished_times(sweep.rows_path(continued)) if continued else {})
 
     def emit(levels: Sequence[Mapping[str, Any]]) -> None:
         lease.fence()
-        write_rows(sweep.rows_path(job_id), make_rows(name, spec, levels))
+        for m in levels:  # a level keeps the time it first finished, through resumes and deepening
+            stamps.setdefault(int(m["level"]), dt.datetime.now(dt.timezone.utc))
+        write_rows(sweep.rows_path(job_id), make_rows(name, spec, levels, stamps))
         sweep.write_state(job_id, levels_done=len(levels))
+        track(levels)  # the trackers' mirrors, after the rows: the Parquet is the truth
 
     def log(line: str) -> None:
         with open(log_path, "a") as f:
@@ -217,6 +255,9 @@ def _run_leased(
         job_id, status=DONE, levels_done=len(levels), levels_total=len(levels), stopped=stopped, error=""
     )
     log(f"done: {len(levels)} levels" + (f" of {total} planned ({stopped['detail']})" if stopped else ""))
+    shared = store.of(sweep)
+    if shared is not None and shared.publish(sweep, job_id):
+        log(f"published to the store {shared.path}")
     return "done"
 
 

@@ -83,9 +83,12 @@ class DataOptions:
     num_workers: int = execution(4)  # DataLoader workers for streamed datasets
 
 
-def check_data(d: DataOptions, check_paths: bool = True) -> None:
-    """`check_paths=False`: leave out whether data.root exists here (a SLURM login node need not have it)."""
-    if d.name not in DATASET_NAMES:
+def check_data(d: DataOptions, check_paths: bool = True, user: bool = False) -> None:
+    """`check_paths=False`: leave out whether data.root exists here (a SLURM login node need not have it).
+
+    `user`: the section names its own loader (`_target_`), so any name goes and a root is optional.
+    """
+    if not user and d.name not in DATASET_NAMES:
         raise _unknown("data.name", d.name, DATASET_NAMES, "datasets")
     _unit_interval("data.fraction", d.fraction)
     for key in ("root", "cache_dir"):
@@ -95,7 +98,9 @@ def check_data(d: DataOptions, check_paths: bool = True) -> None:
             raise ConfigError(
                 f"data.{key}={value!r}: an empty path; give a directory or leave it unset (null)"
             )
-    if d.name in DATASETS_WITH_ROOT:
+    if user and d.root and check_paths and not os.path.isdir(os.path.expanduser(d.root)):
+        raise ConfigError(f"data.root={d.root}: no such directory; point data.root at your data")
+    if not user and d.name in DATASETS_WITH_ROOT:
         if not d.root:
             raise ConfigError(
                 f"data.root is not set: {d.name} is read from a local directory; pass data.root=/path/to/{d.name}"
@@ -334,9 +339,27 @@ def _not_an_option(section: str, key: str) -> ConfigError:
     return ConfigError(f"{section}.{key} is not an option; known: {known}")
 
 
+TARGET = "_target_"  # names a user's class or function (scaling_sweep.targets)
+
+
+def label(values: Mapping[str, Any]) -> str:
+    """What rows and screens call a model or dataset: its `name`, else its `_target_`'s last component."""
+    name = values.get("name")
+    return str(name) if name is not None else str(values.get(TARGET, "")).rpartition(".")[2]
+
+
 def parse(section: str, values: Mapping[str, Any]) -> Any:
-    """Turn a plain dict into that section's dataclass; unknown keys are an error."""
+    """Turn a plain dict into that section's dataclass; unknown keys are an error.
+
+    A user model (`_target_`) parses to its label only: its keys are its constructor's, checked
+    against its signature (scaling_sweep.targets). A user dataset keeps the data options that the
+    tool applies (fraction, data_seed, ...); its other keys are its loader's.
+    """
     cls = SECTION_TYPES[section]
+    if TARGET in values and section in ("model", "data"):
+        own = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in values.items() if k in own and section == "data"}
+        return cls(**{**kept, "name": label(values)})
     unknown = sorted(set(values) - {f.name for f in fields(cls)})
     if unknown:
         raise _not_an_option(section, unknown[0])
@@ -363,7 +386,9 @@ def check(section: str, values: Mapping[str, Any], check_paths: bool = True) -> 
     """Parse and check one section on its own (the rewind point needs three: `check_rewind`)."""
     opts = parse(section, values)
     if section == "data":
-        check_data(opts, check_paths)
+        check_data(opts, check_paths, user=TARGET in values)
+    elif section == "model" and TARGET in values:
+        pass  # a user model's keys are checked against its signature (scaling_sweep.targets.check)
     else:
         CHECKS[section](opts)
     return opts

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from scaling_sweep.atomic import (
     digest_problem,
     json_text,
     pid_alive,
+    read_digests,
     read_json,
     remove_stale_temps,
     sidecar,
@@ -239,6 +240,47 @@ class SweepDir:
         if missing:
             raise ConfigError(f"{path} has no {' or '.join(missing)}: not a whole sweep config; {recover}")
         return text
+
+    def append_extension(self, entry: Mapping[str, Any]) -> None:
+        """Add an extension (grid, deeper pruning) at the end of sweep.yaml; the text before it stays as it is."""
+        import yaml
+
+        text = self.read_config()
+        if not text.endswith("\n"):
+            text += "\n"
+        parsed = yaml.safe_load(text)
+        if "extensions" not in parsed:
+            text += "extensions:\n"
+        item = yaml.safe_dump([dict(entry)], sort_keys=False, default_flow_style=False)
+        text += "".join(f"  {line}\n" if line else "\n" for line in item.rstrip("\n").split("\n"))
+        # The new digest is accepted before the new text lands, so a crash between the two writes
+        # leaves a sweep.yaml that still reads (the old text, whose digest stays accepted too).
+        accepted = read_digests(sidecar(self.config_path)) or []
+        write_digests(sidecar(self.config_path), [*accepted, hashlib.sha256(text.encode()).hexdigest()])
+        write_text(self.config_path, text)
+
+    def write_origin(self, job_id: str, shallower: Sequence[str]) -> None:
+        """Record which shallower jobs of the same trajectory a deeper job continues from (deepest first)."""
+        path = self.job_dir(job_id) / "origin.json"
+        if not path.is_file():
+            write_json(path, {"continues": list(shallower)})
+
+    def read_origin(self, job_id: str) -> list[str]:
+        try:
+            return [str(i) for i in read_json(self.job_dir(job_id) / "origin.json")["continues"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+
+    def write_store(self, store: str | None) -> None:
+        """Which store (scaling_sweep.store) the jobs of the current launch publish to; null: none."""
+        write_json(self.path / "store.json", {"store": store})
+
+    def read_store(self) -> str | None:
+        try:
+            value = read_json(self.path / "store.json")["store"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return str(value) if value else None
 
     @property
     def import_paths_path(self) -> Path:

@@ -12,15 +12,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from scaling_sweep import schema
+from scaling_sweep import schema, targets
 from scaling_sweep.schema import JobOptions, PruneOptions
+from scaling_sweep.targets import Target
 from scaling_sweep.train import checkpoint
 from scaling_sweep.train.data import TrainData, load_dataset
 from scaling_sweep.train.loop import autocast, evaluate, train_steps
-from scaling_sweep.train.models import build_model
-from scaling_sweep.train.pruning import MASK, Masks, attach_masks, param_counts
+from scaling_sweep.train.models import build_model, build_user_model
+from scaling_sweep.train.pruning import Masks, attach_masks, describe, param_counts
 from scaling_sweep.train.schedule import Budget, Optimizer, make_optimizer
 from scaling_sweep.train.seeds import derive_seed
+from scaling_sweep.train.steps import make_step
 
 METRIC_KEYS = (
     "level",
@@ -79,10 +81,14 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load everything from `state` except the masks, which stay as they are."""
-    current = model.state_dict()
-    model.load_state_dict({k: current[k] if k.endswith(MASK) else v for k, v in state.items()})
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], masks: Masks) -> None:
+    """Load everything from `state` except the mask buffers, which stay as they are.
+
+    Exactly `masks.keys`: a mask need not end in "weight_mask" (prune.include can pick `pos`), and
+    a model's own buffer may (it is weights to restore like any other).
+    """
+    current, keep = model.state_dict(), set(masks.keys)
+    model.load_state_dict({k: current[k] if k in keep else v for k, v in state.items()})
 
 
 @dataclass
@@ -98,12 +104,16 @@ class Progress:
     stopped: dict[str, Any] | None = None  # why the trajectory ended early (see `Levels`); None: it goes on
 
 
-def build(opts: JobOptions, data: TrainData, device: torch.device) -> nn.Module:
-    """The model with its seeded initialisation (drawn on the CPU, so it is the same on every device)."""
+def build(opts: JobOptions, data: TrainData, device: torch.device, target: Target | None = None) -> nn.Module:
+    """The model (ours, or the user's `model._target_` when `target` is given) with its seeded
+    initialisation (drawn on the CPU, so it is the same on every device), masks attached."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(opts.seed, "init"))
-        model = build_model(opts.model, data.input_shape, data.num_classes)
-    attach_masks(model, opts.prune.include_output_layer)
+        if target is None:
+            model = build_model(opts.model, data.input_shape, data.num_classes)
+        else:
+            model = build_user_model(target, data.input_shape, data.num_classes)
+    attach_masks(model, opts.prune.include_output_layer, opts.prune.include, opts.prune.exclude)
     model.to(device)
     if opts.train.channels_last and channels_last_pays(model, device):
         model.to(memory_format=torch.channels_last)
@@ -190,9 +200,9 @@ def start_level(
     """
     masks.prune(prune_count(masks, prune))
     if prune.rewind == "init":
-        load_weights(model, job.init)
+        load_weights(model, job.init, masks)
     elif k_rewind is not None:
-        load_weights(model, job.rewind)
+        load_weights(model, job.rewind, masks)
     masks.apply()
 
 
@@ -213,8 +223,11 @@ def run_imp(
     the caller's count is restored when it returns.
     """
     threads = torch.get_num_threads()
+    dev = torch.device(device)
     try:
-        return _train(config, device, ckpt_dir, emit, stop, log, fence)
+        # The job seeds torch's global generators (see _train); the caller gets its own state back.
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            return _train(config, device, ckpt_dir, emit, stop, log, fence)
     finally:
         torch.set_num_threads(threads)
 
@@ -229,23 +242,31 @@ def _train(
     fence: Callable[[], None],
 ) -> list[dict]:
     opts = schema.parse_config(config)  # not checked again: the plan did (grid.expand)
+    user = targets.find(config)  # the user's own model, data and training step, where named
     dev = torch.device(device)
     train_opts, prune = opts.train, opts.prune
-    data = load_dataset(opts.data, dev)
-    model = build(opts, data, dev)
+    data = load_dataset(opts.data, dev, user.get("data"))
+    model = build(opts, data, dev, user.get("model"))
+    step_fn = make_step(user.get("train.step"))
     forward = torch.compile(model) if train_opts.compile else model
     masks = Masks.of(model)
+    log(describe(masks, model))
     budget = Budget.of(train_opts, data.steps_per_epoch(train_opts.batch_size))
     final_level = schema.last_level(prune)
     k_rewind = rewind_step(prune, budget)
     amp = autocast(dev, train_opts.amp)
-    identity = {"model": asdict(opts.model), "prune": asdict(prune), "seed": opts.seed}
+    # A user's model is identified by its whole section (its keys are its constructor's).
+    model_identity = dict(config["model"]) if "model" in user else asdict(opts.model)
+    identity = {"model": model_identity, "prune": asdict(prune), "seed": opts.seed}
 
     # -- resume or start fresh ------------------------------------------------------------------
     job = Progress()
     saved = checkpoint.load(ckpt_dir, log)
     if saved is None:
         job.init = snapshot(model)
+        # Ours draw from explicit generators; this one is for a user's model and step (dropout,
+        # noise): seeded by the job, saved in every checkpoint, so a resume replays it too.
+        torch.manual_seed(derive_seed(opts.seed, "global"))
     else:
         check_identity(ckpt_dir, saved["identity"], identity)
         job = Progress(
@@ -352,13 +373,16 @@ def _train(
             start=job.step,
             after_step=partial(after_step, level, clock, optimizer),
             amp=amp,
+            step_fn=step_fn,
         )
 
         # -- evaluate, check the masks, record the level ----------------------------------------
         masks.check()
-        test_error, test_loss = evaluate(forward, data.eval_batches("test", train_opts.eval_batch_size), amp)
+        test_error, test_loss = evaluate(
+            forward, data.eval_batches("test", train_opts.eval_batch_size), amp, step_fn
+        )
         train_error, train_loss = evaluate(
-            forward, data.eval_batches("train", train_opts.eval_batch_size), amp
+            forward, data.eval_batches("train", train_opts.eval_batch_size), amp, step_fn
         )
         steps = budget.total_steps - start
         metrics = {
@@ -388,11 +412,18 @@ def _train(
     return Levels(job.levels, job.stopped)
 
 
+# A trajectory's length is not part of what a checkpoint must match: a deeper job of the same
+# trajectory continues from the shallower one's last level (a sweep grown with prune.levels).
+LENGTH = ("levels", "density")
+
+
 def check_identity(ckpt_dir: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse a checkpoint of another job; options it predates count as at their defaults."""
     for key, value in current.items():
         theirs = saved.get(key)
-        if isinstance(theirs, dict):  # an option section (model, prune)
+        if isinstance(theirs, dict) and targets.TARGET not in theirs:  # an option section (model, prune)
             theirs = {**asdict(schema.SECTION_TYPES[key]()), **theirs}
+        if key == "prune" and isinstance(theirs, dict) and theirs.get("method") == "imp" == value.get("method"):
+            theirs, value = ({k: v for k, v in d.items() if k not in LENGTH} for d in (theirs, value))
         if theirs != value:
             raise ValueError(f"{ckpt_dir} holds a checkpoint of another job ({key}: {theirs} != {value})")

@@ -8,13 +8,13 @@ from contextlib import AbstractContextManager as ContextManager
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from scaling_sweep.schema import TrainOptions
 from scaling_sweep.train.data import TrainData
 from scaling_sweep.train.pruning import Masks
 from scaling_sweep.train.schedule import Budget, Optimizer, lr_at, set_lr
 from scaling_sweep.train.seeds import derive_seed
+from scaling_sweep.train.steps import CLASSIFICATION, Step
 
 
 def autocast(device: torch.device, amp: bool) -> Callable[[], ContextManager]:
@@ -42,9 +42,11 @@ def train_steps(
     start: int,
     after_step: Callable[[int, torch.Tensor], None],
     amp: Callable[[], ContextManager] = contextlib.nullcontext,
+    step_fn: Step = CLASSIFICATION,
 ) -> None:
     """Train from step `start` of this level's schedule to the end of its budget.
 
+    `step_fn` computes a batch's loss (cross-entropy unless the job names its own `train.step`).
     `after_step(step, loss)` runs after every optimizer step (checkpoints, logging, the stop poll);
     it may raise to end training early.
     """
@@ -55,7 +57,7 @@ def train_steps(
         for x, y in data.train_batches(epoch_seed(seed, level, epoch), opts.batch_size, skip):
             set_lr(optimizer, lr_at(step, opts, budget))
             with amp():
-                loss = F.cross_entropy(model(x), y)
+                loss = step_fn.loss(model, x, y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -71,21 +73,23 @@ def evaluate(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     amp: Callable[[], ContextManager] = contextlib.nullcontext,
+    step_fn: Step = CLASSIFICATION,
 ) -> tuple[float, float]:
-    """(error, mean cross-entropy) over all batches, in eval mode; sums stay on the device until the end."""
+    """(errors / count, summed loss / count) over all batches, in eval mode; sums stay on the device until the end.
+
+    For classification: the fraction of wrong argmaxes and the mean cross-entropy per example.
+    """
     was_training = model.training
     model.eval()
-    wrong = total_loss = None
+    errors = total_loss = None
     n = 0
     for x, y in batches:
         with amp():
-            logits = model(x).float()
-        batch_loss = F.cross_entropy(logits, y, reduction="sum").double()
-        batch_wrong = (logits.argmax(1) != y).sum()
-        wrong = batch_wrong if wrong is None else wrong + batch_wrong
+            batch_loss, batch_errors, count = step_fn.measure(model, x, y)
+        errors = batch_errors if errors is None else errors + batch_errors
         total_loss = batch_loss if total_loss is None else total_loss + batch_loss
-        n += y.numel()
+        n += count
     model.train(was_training)
     if n == 0:
         return float("nan"), float("nan")
-    return float(wrong) / n, float(total_loss) / n
+    return float(errors) / float(n), float(total_loss) / float(n)

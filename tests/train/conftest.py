@@ -1,8 +1,10 @@
-"""Shared fixtures of the trainer tests: a session MNIST-1D cache, tiny job configs, a real-format CIFAR folder."""
+"""Shared fixtures of the trainer tests: a session MNIST-1D cache, tiny job configs, a real-format CIFAR folder, the docs' examples and user modules on sys.path."""
 
 from __future__ import annotations
 
 import copy
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +57,32 @@ def cifar_root(tmp_path) -> Path:
     y = rng.integers(0, 10, 250)
     write_folder(tmp_path, "cifar10", x[:200], y[:200], x[200:], y[200:])
     return tmp_path
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+@pytest.fixture
+def examples(monkeypatch):
+    """docs/examples/vit and docs/examples/charlm on sys.path (tinyvit, charlm importable); restored after."""
+    for name in ("vit", "charlm"):
+        monkeypatch.syspath_prepend(str(EXAMPLES / name))
+    yield EXAMPLES
+    for module in ("tinyvit", "charlm"):
+        sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """Write a module of user components: user_module("name", source) -> its name, importable until the test ends."""
+    written: list[str] = []
+
+    def write(name: str, source: str) -> str:
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        written.append(name)
+        return name
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield write
+    for name in written:
+        sys.modules.pop(name, None)

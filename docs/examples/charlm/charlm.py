@@ -79,6 +79,13 @@ class CharTransformer(nn.Module):
         self.register_buffer(
             "causal", torch.triu(torch.ones(block, block, dtype=torch.bool), 1), persistent=False
         )
+        # One scale for every matrix, GPT-2's N(0, 0.02), so that global magnitude pruning ranks
+        # weights rather than layers' init scales: with PyTorch's defaults the MLP's output layer
+        # (fan-in 4 x dim) starts at half the magnitude of the rest, and a second pruning at rate
+        # 0.5 would empty it before training had moved it.
+        for p in self.parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, mean=0.0, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]

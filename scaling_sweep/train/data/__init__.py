@@ -1,4 +1,4 @@
-"""Dataset registry: data.name -> loader returning the training subset and test set, ready for the loop."""
+"""Dataset registry: data.name (or a user's `data._target_`) -> the training subset and test set, ready for the loop."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from typing import Protocol
 import torch
 
 from scaling_sweep.schema import DataOptions
-from scaling_sweep.train.data import cifar, digits, imagenet, mnist1d
+from scaling_sweep.targets import Target
+from scaling_sweep.train.data import cifar, digits, imagenet, mnist1d, user
 
 
 class TrainData(Protocol):
-    """What the training loop needs of a dataset (`memory.InMemoryData`, `imagenet.StreamedData`)."""
+    """What the training loop needs of a dataset (`memory.InMemoryData`, `imagenet.StreamedData`, `user.StreamedData`)."""
 
     n_train: int
     num_classes: int
@@ -37,7 +38,10 @@ DATASETS: dict[str, Callable[[DataOptions, torch.device], TrainData]] = {
 }
 
 
-def load_dataset(opts: DataOptions, device: torch.device | str) -> TrainData:
-    """The training subset `opts` describes and the whole test set, on `device`."""
+def load_dataset(opts: DataOptions, device: torch.device | str, target: Target | None = None) -> TrainData:
+    """The training subset `opts` describes and the whole test set, on `device`; from the user's
+    loader when `target` (the data section's `_target_`) is given."""
+    if target is not None:
+        return user.load(target, opts, torch.device(device))
     # The plan checked the options (schema.check_data): a KeyError here is a bug, not bad input.
     return DATASETS[opts.name](opts, torch.device(device))

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.schema import DataOptions
-from scaling_sweep.train.data.memory import Batch, pixel_affine, prepare, steps_per_epoch
+from scaling_sweep.train.data.memory import Batch, loader_workers, pixel_affine, prepare, steps_per_epoch
 from scaling_sweep.train.data.subsets import subset_indices
 
 IMAGE_SIZE = 224
@@ -67,7 +67,7 @@ class StreamedData:
             balanced=opts.balanced,
         )
         self.device = device
-        self.num_workers = opts.num_workers
+        self.num_workers = loader_workers(opts.num_workers)
         self.num_classes = len(train.classes)
         self.input_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
         self.n_train = len(self.subset)

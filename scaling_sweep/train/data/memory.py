@@ -1,7 +1,9 @@
-"""A dataset held as tensors on the job's device: epoch plans, augmented training batches, eval batches."""
+"""A dataset held as tensors on the job's device: epoch plans, augmented training batches, eval batches (and the plumbing streamed datasets share)."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -36,11 +38,43 @@ def prepare(
     return x
 
 
+def loader_workers(requested: int) -> int:
+    """DataLoader workers for a streamed dataset: data.num_workers, at most one per CPU this process may
+    use, and none inside a daemonic process (the local launcher's workers), which may not have children."""
+    if multiprocessing.current_process().daemon:
+        return 0
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return max(0, min(requested, cpus))
+
+
+def epoch_plan(
+    n: int, epoch_seed: int, augment: bool
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
+    """One epoch's example order and, when augmenting, each example's crop offsets and flip.
+
+    All drawn from one generator seeded by the caller, so any batch of any epoch can be rebuilt
+    exactly (what an exact resume needs), whether the data is held in memory or streamed.
+    """
+    g = torch.Generator().manual_seed(epoch_seed)
+    order = torch.randperm(n, generator=g)
+    return order, (draw_params(n, g) if augment else None)
+
+
+def check_augment(opts: DataOptions, x: torch.Tensor) -> None:
+    """data.augment=true needs colour images: a uint8 batch (N, C, H, W)."""
+    if opts.augment and (x.dim() != 4 or x.dtype != torch.uint8):
+        raise ConfigError(
+            f"data.augment=true: crop+flip is for colour images (cifar10, cifar100, imagenet), not {opts.name}"
+        )
+
+
 class InMemoryData:
     """Training subset and full test set on `device`; images stay uint8 until a batch is drawn.
 
-    All randomness of an epoch (order, crop offsets, flips) comes from one generator seeded by
-    the caller, so any batch of any epoch can be rebuilt exactly (what an exact resume needs).
+    All randomness of an epoch (order, crop offsets, flips) comes from `epoch_plan`.
     """
 
     def __init__(
@@ -74,10 +108,10 @@ class InMemoryData:
 
     def train_batches(self, epoch_seed: int, batch_size: int, skip: int = 0) -> Iterator[Batch]:
         """The epoch's batches in order, starting at batch `skip`."""
-        g = torch.Generator().manual_seed(epoch_seed)
-        order = torch.randperm(self.n_train, generator=g).to(self.device)
-        if self.augment:
-            dy, dx, flip = (t.to(self.device) for t in draw_params(self.n_train, g))
+        order, crops = epoch_plan(self.n_train, epoch_seed, self.augment)
+        order = order.to(self.device)
+        if crops is not None:
+            dy, dx, flip = (t.to(self.device) for t in crops)
         steps = self.steps_per_epoch(batch_size)
         for i in range(skip, steps):
             lo, hi = i * batch_size, min((i + 1) * batch_size, self.n_train)
@@ -107,10 +141,7 @@ def in_memory(
     std: Sequence[float] | None = None,
 ) -> InMemoryData:
     """Cut the training subset `opts` asks for and place everything on `device`."""
-    if opts.augment and (train_x.dim() != 4 or train_x.dtype != torch.uint8):
-        raise ConfigError(
-            f"data.augment=true: crop+flip is for colour images (cifar10, cifar100, imagenet), not {opts.name}"
-        )
+    check_augment(opts, train_x)
     idx = subset_indices(
         train_y, opts.fraction, dataset=opts.name, data_seed=opts.data_seed, balanced=opts.balanced
     )

@@ -1,7 +1,9 @@
 """Nested dataset fractions: fixed per (dataset, data_seed), prefixes of one permutation."""
 
+import pytest
 import torch
 
+from scaling_sweep.errors import ConfigError
 from scaling_sweep.train.data.subsets import subset_indices, subset_size
 
 
@@ -40,3 +42,19 @@ def test_subset_size_is_ceil_without_float_noise():
     assert subset_size(4000, 0.0001) == 1
     assert subset_size(10, 0.25) == 3
     assert subset_size(10, 1.0) == 10
+
+
+def test_a_fraction_cuts_examples_never_the_targets_of_one():
+    per_token = torch.zeros(1000, 32, dtype=torch.long)  # 1000 examples of 32 targets each
+    half = subset_indices(per_token, 0.5, dataset="text", data_seed=0)
+    assert len(half) == 500 and int(half.max()) < 1000
+    assert torch.equal(half, subset_indices(1000, 0.5, dataset="text", data_seed=0))  # or just the count
+
+
+def test_balanced_subsets_need_one_label_per_example():
+    with pytest.raises(
+        ConfigError, match=r"^data.balanced=true: text has targets of shape \(32,\) per example"
+    ):
+        subset_indices(
+            torch.zeros(100, 32, dtype=torch.long), 0.5, dataset="text", data_seed=0, balanced=True
+        )
