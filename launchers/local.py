@@ -15,6 +15,7 @@ from typing import Any
 
 from launchers.base import LaunchResult
 from scaling_sweep.errors import ConfigError
+from scaling_sweep.estimate import Estimates, check_order, ordered
 from scaling_sweep.spec import JobSpec
 from scaling_sweep.sweep import SweepDir
 
@@ -193,14 +194,19 @@ class LocalLauncher:
         threads_per_worker: int | None = None,
         train_fn: str | None = None,
         progress: bool = True,
+        order: str = "cheapest",
     ) -> None:
         self.slots = make_slots(devices, jobs_per_device, threads_per_worker)
         self.train_fn = train_fn  # "module:function" replacing the trainer (benchmarks, tests)
         self.progress = progress
+        self.order = check_order(order)
+        # Expected seconds per job (scaling_sweep.estimate), set by the caller: they order the jobs
+        # (launcher.order=cheapest) and drive the ETA. None: the given order, an ETA from finished jobs.
+        self.estimates: Estimates | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> LocalLauncher:
-        known = {"name", "devices", "jobs_per_device", "threads_per_worker"}
+        known = {"name", "devices", "jobs_per_device", "threads_per_worker", "order"}
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ConfigError(
@@ -215,7 +221,7 @@ class LocalLauncher:
             raise ConfigError(
                 f"launcher.threads_per_worker={threads!r}: must be an integer >= 1, or null (CPUs / workers)"
             )
-        return cls(cfg.get("devices", "auto"), per_device, threads)
+        return cls(cfg.get("devices", "auto"), per_device, threads, order=cfg.get("order", "cheapest"))
 
     def describe(self) -> str:
         devs = Counter(s.device if s.gpu is None else f"cuda:{s.gpu}" for s in self.slots)
@@ -226,7 +232,15 @@ class LocalLauncher:
 
         if not specs:
             return LaunchResult()
-        pool = _Pool(self, sweep, specs, fail_fast, SweepProgress(total=len(specs), enabled=self.progress))
+        specs = ordered(specs, self.order, self.estimates)
+        progress = SweepProgress(
+            total=len(specs),
+            enabled=self.progress,
+            estimates=self.estimates.seconds() if self.estimates else None,
+            workers=len(self.slots),
+            order=[s.job_id for s in specs],
+        )
+        pool = _Pool(self, sweep, specs, fail_fast, progress)
         return pool.run()
 
 
@@ -321,6 +335,8 @@ class _Pool:
                 self.todo.appendleft(job)
             return
         w.job, w.leaving = job, job is None
+        if job is not None:
+            self.progress.job_started(job.job_id)
         self.progress.update(running=self._running())
 
     def _loop(self) -> None:

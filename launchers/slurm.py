@@ -20,6 +20,7 @@ from launchers.base import LaunchResult
 from launchers.slurm_task import SweepTask
 from scaling_sweep.atomic import read_json, write_json
 from scaling_sweep.errors import ConfigError
+from scaling_sweep.estimate import Estimates, check_order, ordered
 from scaling_sweep.spec import JobSpec
 from scaling_sweep.sweep import SweepDir
 
@@ -48,6 +49,7 @@ class SlurmOptions:
     setup: tuple[str, ...] = ()
     sbatch: Mapping[str, Any] = field(default_factory=dict)
     job_name: str | None = None
+    order: str = "cheapest"  # cheapest jobs first in the arrays (by the estimate), or grid: as declared
 
     @classmethod
     def parse(cls, cfg: Mapping[str, Any]) -> SlurmOptions:
@@ -71,6 +73,7 @@ class SlurmOptions:
             raise ConfigError(f"launcher.mem_gb={opts.mem_gb!r}: must be a number of GB > 0, or null")
         if opts.device != "auto" and opts.device != "cpu" and not opts.device.startswith("cuda"):
             raise ConfigError(f"launcher.device={opts.device!r}: use auto, cpu or cuda")
+        check_order(opts.order)
         if opts.signal_delay_s >= opts.time_min * 60:
             raise ConfigError(
                 f"launcher.signal_delay_s={opts.signal_delay_s}: must be shorter than the time limit "
@@ -142,6 +145,9 @@ class SlurmLauncher:
 
     def __init__(self, options: SlurmOptions) -> None:
         self.options = options
+        # Expected seconds per job (scaling_sweep.estimate), set by the caller: with order=cheapest the
+        # arrays' first task indices, which SLURM starts first, get the cheapest jobs.
+        self.estimates: Estimates | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], check_cluster: bool = True) -> SlurmLauncher:
@@ -183,7 +189,7 @@ class SlurmLauncher:
         if not todo:
             result.message = f"nothing to submit ({result.outcomes['queued']} jobs already queued or running)"
             return result
-        tasks = _pack(todo, self.options.jobs_per_task)
+        tasks = _pack(ordered(todo, self.options.order, self.estimates), self.options.jobs_per_task)
         limit = slurm_cluster.max_array_size()
         arrays = []
         for start in range(0, len(tasks), limit):

@@ -201,22 +201,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.cfg:
         print(config_mod.to_yaml(loaded.cfg), end="")
         return 0
+    from scaling_sweep.report import estimate_json, estimate_line, plan_columns
+
     statuses = _statuses(loaded, verify=False)
     counts = _parameter_counts(loaded.plan)
+    estimates, workers = _estimate(loaded, loaded.plan.specs, statuses)
+    to_run = [s.job_id for s in loaded.plan.specs if statuses[s.job_id].status in ("pending", "interrupted")]
     if args.json:
-        extra = {i: {"params_total": c[0], "params_prunable": c[1]} for i, c in counts.items() if c}
-        print(json.dumps(status_json(loaded.plain["name"], loaded.plan, statuses, extra=extra), indent=1))
+        extra, totals = estimate_json(loaded.plan, counts, estimates, to_run, workers)
+        out = status_json(loaded.plain["name"], loaded.plan, statuses, extra=extra)
+        print(json.dumps({**out, **totals}, indent=1))
         return 0
     where = loaded.sweep.path
     note = "" if loaded.sweep.exists() else " (new)"
-    prunable = {i: f"{c[1]:,} of {c[0]:,}" if c else "when loaded" for i, c in counts.items()}
     print_status(
         console,
         f"plan: {loaded.plain['name']} -> {where}{note}",
         loaded.plan,
         statuses,
-        columns={"prunable params": prunable},
+        columns=plan_columns(counts, estimates),
     )
+    if estimates is not None:
+        console.print(estimate_line(estimates, to_run, workers), soft_wrap=True)
     for line in code_lines(loaded.plan, loaded.sweep):
         console.print(escape(line), soft_wrap=True)
     reused = loaded.reusable()
@@ -225,23 +231,47 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parameter_counts(plan: Plan) -> dict[str, tuple[int, int] | None]:
-    """(all, prunable) parameters per job, one meta-device build per distinct model; None: the data's shape is unknown before loading."""
-    from scaling_sweep.train.census import parameter_counts
+def _parameter_counts(plan: Plan) -> dict[str, Any]:
+    """train.census.Census (parameters, forward FLOPs) per job, one meta-device build per distinct model;
+    None: the data's shape is unknown before loading."""
+    from scaling_sweep.estimate import census_of
 
-    cache: dict[str, tuple[int, int] | None] = {}
-    out = {}
-    for spec in plan.specs:
-        config = spec.trainer_config()
-        key = json.dumps(
-            [config["model"], config["data"].get("name"), spec.data.get("_target_"), config["prune"]],
-            sort_keys=True,
-            default=str,
-        )
-        if key not in cache:
-            cache[key] = parameter_counts(config)
-        out[spec.job_id] = cache[key]
-    return out
+    return {spec.job_id: census_of(spec, flops=True) for spec in plan.specs}
+
+
+def _cost_target(plain: dict[str, Any]) -> tuple[str | None, int, int]:
+    """(device to time steps on, None where jobs run on devices this machine lacks; torch threads per
+    job; jobs at once) of the configured launcher."""
+    cfg = plain.get("launcher") or {}
+    if cfg.get("name", "local") == "slurm":
+        from launchers.slurm import SlurmOptions
+
+        o = SlurmOptions.parse(cfg)
+        device = None if o.resolved_device().startswith("cuda") else "cpu"
+        return device, int(o.threads or o.cpus_per_task), o.array_parallelism
+    from launchers.local import make_slots
+
+    slots = make_slots(cfg.get("devices", "auto"), cfg.get("jobs_per_device", 1), cfg.get("threads_per_worker"))
+    return ("cpu" if slots[0].gpu is None else "cuda:0"), slots[0].threads, len(slots)
+
+
+def _estimate(loaded: Loaded, specs: list[JobSpec], statuses: dict) -> tuple[Any, int]:
+    """(scaling_sweep.estimate.Estimates of `specs`, workers that share them); None when it cannot be made.
+
+    An estimate never stops a plan or a launch: a failure (a model that cannot run on random input,
+    no torch on a SLURM login node) is one warning line.
+    """
+    from scaling_sweep import estimate
+
+    device, threads, workers = _cost_target(loaded.plain)
+    done = [s for s in loaded.plan.specs if statuses[s.job_id].status == "done"]
+    try:
+        finished = estimate.finished_rows(loaded.sweep, done)
+        return estimate.estimate(specs, threads=threads, device=device, finished=finished), workers
+    except Exception as e:
+        first = (str(e).splitlines() or [""])[0]
+        console.print(f"[yellow]no estimate[/yellow]: {escape(f'{type(e).__name__}: {first}')}", soft_wrap=True)
+        return None, workers
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -298,6 +328,7 @@ def _launch(loaded: Loaded, specs: list[JobSpec], args: argparse.Namespace) -> i
         launcher.progress = False
     if hasattr(launcher, "describe"):
         console.print(f"launcher {launcher.name}: {launcher.describe()}")
+    _order_and_eta(loaded, launcher, specs)
     t0 = time.time()
     result = launcher.launch(loaded.sweep, specs, fail_fast=args.fail_fast)
     if not launcher.blocking:
@@ -319,6 +350,30 @@ def _launch(loaded: Loaded, specs: list[JobSpec], args: argparse.Namespace) -> i
         )
         return 1
     return 0
+
+
+def _order_and_eta(loaded: Loaded, launcher: Any, specs: list[JobSpec]) -> None:
+    """Give the launcher the jobs' estimates (cheapest first, the ETA) and say what they add up to."""
+    from scaling_sweep.estimate import seconds_text, wall_clock
+
+    order = getattr(launcher, "order", None) or getattr(getattr(launcher, "options", None), "order", "grid")
+    eta = launcher.blocking and getattr(launcher, "progress", False)
+    if not specs or not hasattr(launcher, "estimates") or (order == "grid" and not eta):
+        return  # nothing would use it: no torch import, no timing
+    estimates, workers = _estimate(loaded, specs, _statuses(loaded, verify=False))
+    if estimates is None:
+        return
+    launcher.estimates = estimates
+    total = estimates.total([s.job_id for s in specs])
+    if total is not None:
+        from scaling_sweep.estimate import ordered
+
+        jobs = ordered(specs, order, estimates)
+        wall = wall_clock([estimates.jobs[s.job_id].seconds or 0.0 for s in jobs], workers)
+        console.print(
+            f"estimate: {seconds_text(total)} of device time, about {seconds_text(wall)} on {workers} "
+            f"worker(s){', cheapest jobs first' if order == 'cheapest' else ''}"
+        )
 
 
 def _collect(sweep: SweepDir, plan: Plan | None = None) -> Any:

@@ -1,10 +1,10 @@
-"""Grid axes (cartesian product, zipped groups, drop filters) -> JobSpecs, with IMP densities folded into trajectories."""
+"""Grid axes (cartesian product, zipped groups, drop/keep filters) -> JobSpecs, with IMP densities folded into trajectories."""
 
 from __future__ import annotations
 
 import itertools
 from collections import ChainMap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,11 @@ from scaling_sweep.expr import parse as parse_expr
 from scaling_sweep.schema import SECTIONS, last_level
 from scaling_sweep.spec import JobSpec, join_canonical, section_json
 
-RESERVED = ("zip", "drop")
+RESERVED = ("zip", "drop", "keep")
+# Quantities a filter may read besides the options, computed per point only when a filter names them:
+# trainable parameters and forward FLOPs of one example (the model counted on the meta device, for
+# data whose input shape is known without loading), and training examples (schema.train_size).
+DERIVED = ("params", "flops_per_example", "n_train")
 # More points than this is a typo (a range too long, a zip forgotten) long before it is a sweep:
 # 10^8 points took 70 s and then a MemoryError. Counted from the axis lengths, before expanding.
 MAX_POINTS = 100_000
@@ -113,30 +117,112 @@ def _names(base: Mapping[str, Mapping[str, Any]], seed: int) -> dict[str, Any]:
     return names
 
 
-def _compile_drops(grid: Mapping[str, Any], names: Mapping[str, Any]) -> list[Expr]:
-    drops = grid.get("drop") or []
-    if isinstance(drops, str):
-        drops = [drops]
+def _compile_filters(grid: Mapping[str, Any], kind: str, names: Mapping[str, Any]) -> list[Expr]:
+    """The expressions of grid.drop or grid.keep (one string or a list), parsed and their names checked."""
+    texts = grid.get(kind) or []
+    if isinstance(texts, str):
+        texts = [texts]
     out = []
-    for text in drops:
+    for text in texts:
         text = str(text)
         try:
             expr = parse_expr(text, dotted=True)
-            expr.check_names(names)  # a typo stops the plan here, before any point is judged
+            expr.check_names([*names, *DERIVED])  # a typo stops the plan here, before any point is judged
         except ExprError as e:
-            raise ConfigError(f"grid.drop {text!r}: {e}") from e
+            raise ConfigError(f"grid.{kind} {text!r}: {e}") from e
         out.append(expr)
     return out
 
 
-def _dropped(drops: Sequence[Expr], names: Mapping[str, Any]) -> bool:
-    for expr in drops:
-        try:
-            if expr.evaluate(names):
-                return True
-        except ExprError as e:  # a filter that fails must stop the plan, not silently keep points
-            raise ConfigError(f"grid.drop {expr.source!r}: {e}") from e
+def _excluded(drops: Sequence[Expr], keeps: Sequence[Expr], names: Mapping[str, Any]) -> bool:
+    """Whether a point is left out: some drop filter holds, or some keep filter does not."""
+    for kind, exprs, leaves_out in (("drop", drops, True), ("keep", keeps, False)):
+        for expr in exprs:
+            try:
+                if bool(expr.evaluate(names)) == leaves_out:
+                    return True
+            except ExprError as e:  # a filter that fails must stop the plan, not silently keep points
+                raise ConfigError(f"grid.{kind} {expr.source!r}: {e}") from e
+            except _NotKnown as e:
+                raise ConfigError(f"grid.{kind} {expr.source!r}: {e}") from None
     return False
+
+
+class _NotKnown(Exception):
+    """A derived quantity that cannot be computed for a point (not an ExprError: the filter is fine)."""
+
+
+class _PointNames(Mapping):
+    """A point's filter names: its options, and the derived quantities, each computed when first read."""
+
+    def __init__(self, names: Mapping[str, Any], derive: Any) -> None:
+        self.names, self.derive = names, derive
+
+    def __getitem__(self, key: str) -> Any:
+        return self.derive(key) if key in DERIVED else self.names[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in DERIVED or key in self.names
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.names
+        yield from DERIVED
+
+    def __len__(self) -> int:
+        return len(self.names) + len(DERIVED)
+
+
+class _Derived:
+    """`params`, `flops_per_example` and `n_train` of grid points, computed once per distinct model and data.
+
+    torch is imported (through train.census) only when a filter reads params or flops_per_example.
+    """
+
+    def __init__(self, builder: _Builder, base_prune: Mapping[str, Any], check_code: bool) -> None:
+        self.builder, self.base_prune, self.check_code = builder, base_prune, check_code
+        self.counted: dict[tuple[str, str, bool], Any] = {}
+
+    def names(self, choice: Sequence[int], names: Mapping[str, Any]) -> _PointNames:
+        return _PointNames(names, lambda key: self.value(key, choice))
+
+    def value(self, key: str, choice: Sequence[int]) -> Any:
+        data = self.builder.section("data", choice)[0]
+        if key == "n_train":
+            n = None if schema.TARGET in data else schema.train_size(schema.parse("data", data))
+            if n is None:
+                raise _NotKnown(
+                    f"n_train of data {schema.label(data)!r} is known only once it is loaded (known without "
+                    f"loading: {', '.join(schema.TRAIN_SIZES)}, unless data.balanced)"
+                )
+            return n
+        model, model_json = self.builder.section("model", choice)
+        flops = key == "flops_per_example"
+        cache_key = (model_json, section_json("data", data), flops)
+        if cache_key not in self.counted:
+            self.counted[cache_key] = self._count(model, data, flops)
+        counted = self.counted[cache_key]
+        return counted.flops_per_example if flops else counted.params_trainable
+
+    def _count(self, model: Mapping[str, Any], data: Mapping[str, Any], flops: bool) -> Any:
+        from scaling_sweep.train import census  # torch: only a filter that reads these needs it
+
+        if census.input_spec(data) is None:
+            raise _NotKnown(
+                f"params and flops_per_example need the input shape of data {schema.label(data)!r}, known "
+                f"only once it is loaded (known without loading: {', '.join(census.SHAPES)})"
+            )
+        config = {"model": model, "data": data, "prune": self.base_prune}
+        found = targets.find(config).get("model")
+        if found is not None:
+            if not self.check_code:
+                raise _NotKnown(
+                    f"params and flops_per_example of a user model ({found.path}) need its code, "
+                    f"which this command does not import"
+                )
+            targets.check(found)
+        counted = census.census(config, flops=flops)
+        assert counted is not None  # the input shape is known (checked above)
+        return counted
 
 
 class _Builder:
@@ -253,8 +339,12 @@ def expand(cfg: Mapping[str, Any], check_paths: bool = True, check_code: bool = 
     _check_size(units)
     _check_duplicates(units)
     base_names = _names(base, default_seed)
-    drops = _compile_drops(grid, base_names)
+    drops = _compile_filters(grid, "drop", base_names)
+    keeps = _compile_filters(grid, "keep", base_names)
     builder = _Builder(base, units, default_seed)
+    derived = None
+    if any(set(DERIVED) & e.names for e in (*drops, *keeps)):
+        derived = _Derived(builder, base["prune"], check_code)
 
     by_id: dict[str, JobSpec] = {}
     n_points = 0
@@ -271,8 +361,12 @@ def expand(cfg: Mapping[str, Any], check_paths: bool = True, check_code: bool = 
         for unit, i in zip(units, choice):
             point.update(unit[i])
         # The point's axes (dotted paths and seed, the filter's own names) over the base config.
-        if drops and _dropped(drops, ChainMap(point, base_names)):
-            continue
+        if drops or keeps:
+            names: Mapping[str, Any] = ChainMap(point, base_names)
+            if derived is not None:
+                names = derived.names(choice, names)
+            if _excluded(drops, keeps, names):
+                continue
         n_points += 1
         prune = builder.section("prune", choice)[0] if prune_varies else base["prune"]
         if prune["method"] == "imp":
@@ -292,7 +386,9 @@ def expand(cfg: Mapping[str, Any], check_paths: bool = True, check_code: bool = 
         by_id.setdefault(spec.job_id, spec)
 
     if not by_id:
-        raise ConfigError("the grid is empty: every point was dropped by grid.drop or an axis has no values")
+        raise ConfigError(
+            "the grid is empty: every point was left out by grid.drop or grid.keep, or an axis has no values"
+        )
     specs = list(by_id.values())
     # Checks are per section and a grid's jobs share most sections: each distinct one is checked once.
     for (section, *_), (values, _) in builder.distinct.items():

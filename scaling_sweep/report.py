@@ -211,9 +211,9 @@ def code_lines(plan: Plan, sweep: SweepDir) -> list[str]:
     seen: dict[str, str] = {}
     for spec in plan.specs:
         for where, t in targets.find(spec.trainer_config()).items():
-            seen.setdefault(
-                f"{where} {t.path}", f"{targets.source_file(t.module)}, source {spec.code[where]}"
-            )
+            key = f"{where} {t.path}"
+            if key not in seen:
+                seen[key] = f"{targets.source_file(t.module)}, source {spec.code[where]}"
     lines += [f"user code: {k} ({v})" for k, v in seen.items()]
     if not seen or not (sweep.path / "jobs").is_dir():
         return lines
@@ -240,3 +240,113 @@ def _without_code(identity: Mapping[str, Any]) -> str:
     import json
 
     return json.dumps({k: v for k, v in identity.items() if k != "code"}, sort_keys=True)
+
+
+# -- plan: what the jobs are and what they cost (scaling_sweep.estimate) ----------------------------
+
+
+def plan_columns(counts: Mapping[str, Any], estimates: Any) -> dict[str, dict[str, str]]:
+    """The plan table's extra columns: params, prunable params, flops/example, estimate (censuses from train.census)."""
+
+    def cell(job_id: str, what: str) -> str:
+        c = counts.get(job_id)
+        if c is None:
+            return "when loaded"
+        if what == "params":
+            return f"{c.params_trainable:,}"
+        if what == "prunable":
+            return f"{c.params_prunable:,} of {c.params_total:,}"
+        return _si(c.flops_per_example)
+
+    columns = {
+        "params": {i: cell(i, "params") for i in counts},
+        "prunable params": {i: cell(i, "prunable") for i in counts},
+        "flops/example": {i: cell(i, "flops") for i in counts},
+    }
+    if estimates is not None:
+        from scaling_sweep.estimate import seconds_text
+
+        columns["estimate"] = {i: seconds_text(e.seconds) for i, e in estimates.jobs.items()}
+    return columns
+
+
+def _si(n: float | None) -> str:
+    if n is None:
+        return ""
+    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:g}"
+
+
+def estimate_json(
+    plan: Plan, counts: Mapping[str, Any], estimates: Any, to_run: Sequence[str], workers: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(per-job keys, top-level keys) that `plan --json` adds: parameters, FLOPs and the estimate in seconds."""
+    from scaling_sweep.estimate import ordered, wall_clock
+
+    extra: dict[str, dict[str, Any]] = {}
+    for spec in plan.specs:
+        entry: dict[str, Any] = {}
+        c = counts.get(spec.job_id)
+        if c is not None:
+            entry.update(
+                params_total=c.params_total,
+                params_prunable=c.params_prunable,
+                params=c.params_trainable,
+                flops_per_example=c.flops_per_example,
+            )
+        e = estimates.jobs.get(spec.job_id) if estimates is not None else None
+        entry.update(
+            estimate_s=_round(e.seconds if e else None),
+            estimate_max_s=_round(e.upper_s if e else None),
+            estimate_levels=e.levels if e else None,
+            estimate_source=e.source if e else "unknown",
+        )
+        extra[spec.job_id] = entry
+    totals: dict[str, Any] = {"estimate_total_s": None, "estimate_to_run_s": None, "estimate_wall_s": None}
+    if estimates is not None:
+        run = set(to_run)
+        jobs = [s for s in ordered(plan.specs, "cheapest", estimates) if s.job_id in run]
+        to_run_s = estimates.total([s.job_id for s in jobs])
+        wall = None if to_run_s is None else wall_clock([estimates.jobs[s.job_id].seconds for s in jobs], workers)
+        totals = {
+            "estimate_total_s": _round(estimates.total()),
+            "estimate_to_run_s": _round(to_run_s),
+            "estimate_wall_s": _round(wall),
+        }
+    return extra, {**totals, "workers": workers}
+
+
+def _round(s: float | None) -> float | None:
+    return None if s is None else round(s, 3)
+
+
+def estimate_line(estimates: Any, to_run: Sequence[str], workers: int) -> str:
+    """One line under the plan table: device time of the jobs to run, the wall clock on the launcher's
+    workers, the upper bound if no trajectory stops early, and what the numbers rest on."""
+    from scaling_sweep.estimate import seconds_text, wall_clock
+
+    jobs = [estimates.jobs[i] for i in to_run]
+    if not jobs:
+        return f"estimate: nothing to run ({seconds_text(estimates.total())} of device time in finished jobs)"
+    known = [e for e in jobs if e.seconds is not None]
+    if not known:
+        return "estimate: unknown (the data's size and shape are known only once it is loaded)"
+    total = sum(e.seconds for e in known)
+    upper = sum(e.upper_s for e in known)
+    wall = wall_clock(sorted(e.seconds for e in known), workers)
+    sources = Counter(e.source for e in jobs)
+    basis = []
+    if sources.get("finished jobs"):
+        basis.append(f"{sources['finished jobs']} from the sweep's finished jobs")
+    if sources.get("calibration"):
+        timed = f", {estimates.timed} model(s) timed in {estimates.timed_s:.1f} s" if estimates.timed else ""
+        basis.append(f"{sources['calibration']} from steps timed on this machine{timed}")
+    if sources.get("unknown"):
+        basis.append(f"{sources['unknown']} unknown until their data is loaded (not counted)")
+    deeper = f"; {seconds_text(upper)} if no trajectory stopped early" if upper > total * 1.001 else ""
+    return (
+        f"estimate: {seconds_text(total)} of device time for {len(known)} jobs to run, about "
+        f"{seconds_text(wall)} on {workers} worker(s){deeper} ({'; '.join(basis)})"
+    )

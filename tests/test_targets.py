@@ -180,7 +180,7 @@ def test_sweep_of_a_user_model_reopens_from_anywhere_without_importing_for_statu
     assert code == 0 and json.loads(out)["counts"]["done"] == 2 and not marker.exists()
     # resume finds the module through the recorded paths (the config dir is nowhere else on sys.path).
     code, out = cli("resume", "--no-progress", str(sweep), cwd=tmp_path)
-    assert code == 0 and "nothing to run" in out.lower() or "0 to run" in out, out
+    assert code == 0 and "0 jobs to run" in out, out
 
     # An edit shows in plan as jobs that are new because the code changed, and status counts them pending.
     source = conf / f"{module}.py"
@@ -196,3 +196,23 @@ def test_hydra_habits(capsys, tmp_path):
     assert code == 0 and out.startswith("name: smoke\n") and "grid:" in out and not (tmp_path / "smoke").exists()
     code, out = _cli(capsys, "plan", f"out_dir={tmp_path}", "hydra/launcher=submitit_slurm")
     assert code == 2 and "use launcher=local or launcher=slurm" in out
+
+
+def test_a_job_whose_model_file_changed_after_planning_refuses_to_train(tmp_path, user_dir):
+    from scaling_sweep import config
+    from scaling_sweep.cli import Loaded
+    from scaling_sweep.job import run_job
+    from scaling_sweep.sweep import SweepDir
+
+    conf, module, _ = user_dir
+    cfg = config.compose([*SMOKE, "model=user_mlp", f"out_dir={tmp_path}"], [str(conf)])
+    sweep = SweepDir(tmp_path / "smoke")
+    loaded = Loaded(cfg, sweep, import_paths=[str(conf)])
+    sweep.create(config.to_yaml(cfg))
+    sweep.write_import_paths([str(conf)])
+    spec = loaded.plan.specs[0]
+    source = conf / f"{module}.py"
+    source.write_text(source.read_text() + "\n# edited after planning\n")
+    assert run_job(spec, sweep.path) == "failed"
+    error = (sweep.job_dir(spec.job_id) / "error.txt").read_text()
+    assert "changed since this job was planned" in error and "resume" in error
