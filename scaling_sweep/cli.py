@@ -39,15 +39,6 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"config: {config_mod._one_line(e)}") from e
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: d}
-
-
 def _launcher_group(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, list[str]]:
     # `launcher=slurm` names a config group file; apply it before key overrides.
     rest = []
@@ -115,7 +106,11 @@ class Loaded:
             return
         shared = Store(path)
         statuses = self.sweep.statuses(self.plan.specs, verify=False)
-        n = sum(shared.reuse(self.sweep, s.job_id) for s in self.plan.specs if statuses[s.job_id].status == "pending")
+        n = sum(
+            shared.reuse(self.sweep, s.job_id)
+            for s in self.plan.specs
+            if statuses[s.job_id].status == "pending"
+        )
         if n:
             console.print(f"reused {n} finished jobs from the store {shared.path}")
 
@@ -227,7 +222,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         console.print(escape(line), soft_wrap=True)
     reused = loaded.reusable()
     if reused:
-        console.print(f"reused {reused}: finished in the store {loaded.plain['store']}, copied in by `run` instead of trained")
+        console.print(
+            f"reused {reused}: finished in the store {loaded.plain['store']}, copied in by `run` instead of trained"
+        )
     return 0
 
 
@@ -251,7 +248,9 @@ def _cost_target(plain: dict[str, Any]) -> tuple[str | None, int, int]:
         return device, int(o.threads or o.cpus_per_task), o.array_parallelism
     from launchers.local import make_slots
 
-    slots = make_slots(cfg.get("devices", "auto"), cfg.get("jobs_per_device", 1), cfg.get("threads_per_worker"))
+    slots = make_slots(
+        cfg.get("devices", "auto"), cfg.get("jobs_per_device", 1), cfg.get("threads_per_worker")
+    )
     return ("cpu" if slots[0].gpu is None else "cuda:0"), slots[0].threads, len(slots)
 
 
@@ -270,7 +269,9 @@ def _estimate(loaded: Loaded, specs: list[JobSpec], statuses: dict) -> tuple[Any
         return estimate.estimate(specs, threads=threads, device=device, finished=finished), workers
     except Exception as e:
         first = (str(e).splitlines() or [""])[0]
-        console.print(f"[yellow]no estimate[/yellow]: {escape(f'{type(e).__name__}: {first}')}", soft_wrap=True)
+        console.print(
+            f"[yellow]no estimate[/yellow]: {escape(f'{type(e).__name__}: {first}')}", soft_wrap=True
+        )
         return None, workers
 
 

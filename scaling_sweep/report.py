@@ -309,7 +309,11 @@ def estimate_json(
         run = set(to_run)
         jobs = [s for s in ordered(plan.specs, "cheapest", estimates) if s.job_id in run]
         to_run_s = estimates.total([s.job_id for s in jobs])
-        wall = None if to_run_s is None else wall_clock([estimates.jobs[s.job_id].seconds for s in jobs], workers)
+        wall = (
+            None
+            if to_run_s is None
+            else wall_clock([estimates.jobs[s.job_id].seconds for s in jobs], workers)
+        )
         totals = {
             "estimate_total_s": _round(estimates.total()),
             "estimate_to_run_s": _round(to_run_s),

@@ -70,7 +70,6 @@ class Store:
         return True
 
 
-
 def of(sweep: SweepDir) -> Store | None:
     """The store the sweep's last launch named (store.json), if any."""
     path = sweep.read_store()

@@ -68,7 +68,16 @@ def test_deeper_pruning_continues_each_trajectory_from_its_last_level(capsys, tm
     (job,) = {r["job_id"] for r in deep}
     log = (sweep / "jobs" / job / "log.txt").read_text()
     assert "resumed at level 3" in log and "level 0 done" not in log  # only the new levels trained
-    kept = ("level", "density", "test_error", "test_loss", "train_error", "params_nonzero", "wall_s", "finished_at")
+    kept = (
+        "level",
+        "density",
+        "test_error",
+        "test_loss",
+        "train_error",
+        "params_nonzero",
+        "wall_s",
+        "finished_at",
+    )
     for old, new in zip(shallow, deep):
         assert {k: old[k] for k in kept} == {k: new[k] for k in kept}
 
@@ -84,7 +93,9 @@ def test_a_store_lends_finished_jobs_to_another_sweep(capsys, tmp_path):
     assert len(jobs) == 2 and all((j / "rows.parquet").is_file() for j in jobs) and not list(store.glob(".*"))
     first = rows(tmp_path / "first")
 
-    code, out = cli(capsys, "plan", "sweep=smoke", *one, f"out_dir={tmp_path}", "name=second", "grid.seed=[0,1]")
+    code, out = cli(
+        capsys, "plan", "sweep=smoke", *one, f"out_dir={tmp_path}", "name=second", "grid.seed=[0,1]"
+    )
     assert "reused 2: finished in the store" in out  # seed 0's two jobs; seed 1's are new
     code, out = cli(capsys, "run", *QUICK, *one, f"out_dir={tmp_path}", "name=second", "grid.seed=[0,1]")
     assert code == 0 and "reused 2 finished jobs from the store" in out and "2 jobs to run" in out, out

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,7 @@ from scaling_sweep.cli import main
 from scaling_sweep.errors import ConfigError
 from tests.conftest import CLI, cli_env
 
-MODEL = '''
+MODEL = """
 import torch.nn as nn
 
 MARKER = None  # set by tests: a file this module touches when it is imported
@@ -50,7 +49,7 @@ def two_args(model, x):
 
 
 from os import system  # a re-export: must not be reachable as a target
-'''
+"""
 
 
 @pytest.fixture
@@ -115,7 +114,10 @@ def test_signature_checks_name_the_key_and_the_parameters(user_dir, monkeypatch)
     monkeypatch.syspath_prepend(str(conf))
     model = f"{module}.UserMLP"
     targets.check(targets.Target("model", model, {"hidden": 8}))
-    with pytest.raises(ConfigError, match=r"model.hiden: UserMLP\(input_shape, num_classes, width=1.0, hidden=16\) has no parameter 'hiden'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model.hiden: UserMLP\(input_shape, num_classes, width=1.0, hidden=16\) has no parameter 'hiden'",
+    ):
         targets.check(targets.Target("model", model, {"hiden": 8}))
     with pytest.raises(ConfigError, match="model.depth is not set: needs_depth"):
         targets.check(targets.Target("model", f"{module}.needs_depth"))
@@ -164,7 +166,16 @@ def test_sweep_of_a_user_model_reopens_from_anywhere_without_importing_for_statu
         return p.returncode, p.stdout + p.stderr
 
     out_dir = tmp_path / "out"
-    code, out = cli("run", "--no-progress", "--config-dir", str(conf), f"out_dir={out_dir}", *SMOKE, "model=user_mlp", "train.epochs=1")
+    code, out = cli(
+        "run",
+        "--no-progress",
+        "--config-dir",
+        str(conf),
+        f"out_dir={out_dir}",
+        *SMOKE,
+        "model=user_mlp",
+        "train.epochs=1",
+    )
     assert code == 0, out
     sweep = out_dir / "smoke"
     assert json.loads((sweep / "import_paths.json").read_text())["import_paths"][1] == str(conf)
@@ -185,7 +196,9 @@ def test_sweep_of_a_user_model_reopens_from_anywhere_without_importing_for_statu
     # An edit shows in plan as jobs that are new because the code changed, and status counts them pending.
     source = conf / f"{module}.py"
     source.write_text(source.read_text() + "\n# edited\n")
-    code, out = cli("plan", "--config-dir", str(conf), f"out_dir={out_dir}", *SMOKE, "model=user_mlp", "train.epochs=1")
+    code, out = cli(
+        "plan", "--config-dir", str(conf), f"out_dir={out_dir}", *SMOKE, "model=user_mlp", "train.epochs=1"
+    )
     assert "new because code changed: 2 jobs (model source differs" in out, out
     code, out = cli("status", "--json", str(sweep), cwd=tmp_path)
     assert json.loads(out)["counts"]["pending"] == 2
@@ -193,7 +206,9 @@ def test_sweep_of_a_user_model_reopens_from_anywhere_without_importing_for_statu
 
 def test_hydra_habits(capsys, tmp_path):
     code, out = _cli(capsys, "run", "-m", "--cfg", "job", f"out_dir={tmp_path}", "sweep=smoke")
-    assert code == 0 and out.startswith("name: smoke\n") and "grid:" in out and not (tmp_path / "smoke").exists()
+    assert (
+        code == 0 and out.startswith("name: smoke\n") and "grid:" in out and not (tmp_path / "smoke").exists()
+    )
     code, out = _cli(capsys, "plan", f"out_dir={tmp_path}", "hydra/launcher=submitit_slurm")
     assert code == 2 and "use launcher=local or launcher=slurm" in out
 

@@ -26,6 +26,7 @@ from tests.integration.conftest import (
     wait_done,
     wait_for,
 )
+from tests.test_targets import MODEL
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 
@@ -215,25 +216,6 @@ def test_rejected_sbatch_prints_slurms_message(tmp_path):
     assert "sbatch rejected the submission" in p.stdout and "Batch job submission failed" in p.stdout
 
 
-USER_MODEL = '''
-import torch.nn as nn
-
-
-class UserMLP(nn.Module):
-    def __init__(self, input_shape, num_classes, width: float = 1.0, hidden: int = 16):
-        super().__init__()
-        n = 1
-        for s in input_shape:
-            n *= s
-        h = max(1, round(hidden * width))
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(n, h), nn.ReLU())
-        self.head = nn.Linear(h, num_classes)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-'''
-
-
 def test_array_tasks_import_a_user_model_from_the_config_dir(tmp_path):
     # The module lives only in the --config-dir: the tasks find it through the sweep's recorded import paths.
     import uuid
@@ -243,7 +225,7 @@ def test_array_tasks_import_a_user_model_from_the_config_dir(tmp_path):
     conf = tmp_path / "conf"
     (conf / "model").mkdir(parents=True)
     module = f"slurm_user_{uuid.uuid4().hex[:8]}"
-    (conf / f"{module}.py").write_text(USER_MODEL)
+    (conf / f"{module}.py").write_text(MODEL)
     (conf / "model" / "user_mlp.yaml").write_text(f"_target_: {module}.UserMLP\nwidth: 1.0\nhidden: 16\n")
     run(tmp_path, "--config-dir", str(conf), "model=user_mlp", *ONE_JOB)
     sweep = tmp_path / "smoke"

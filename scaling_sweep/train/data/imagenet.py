@@ -6,11 +6,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.schema import DataOptions
-from scaling_sweep.train.data.memory import Batch, loader_workers, pixel_affine, prepare, steps_per_epoch
+from scaling_sweep.train.data.memory import (
+    Batch,
+    loader_workers,
+    pixel_affine,
+    prepare,
+    steps_per_epoch,
+    stream,
+)
 from scaling_sweep.train.data.subsets import subset_indices
 
 IMAGE_SIZE = 224
@@ -78,15 +85,8 @@ class StreamedData:
         return steps_per_epoch(self.n_train, batch_size)
 
     def _stream(self, dataset: SeededImages, batches: list[list[tuple[int, int | None]]]) -> Iterator[Batch]:
-        loader = DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda",
-        )
-        for x, y in loader:
-            x = x.to(self.device, non_blocking=True)
-            yield prepare(x, self._affine, self.channels_last), y.to(self.device, non_blocking=True)
+        for x, y in stream(dataset, batches, self.num_workers, self.device):
+            yield prepare(x, self._affine, self.channels_last), y
 
     def train_batches(self, epoch_seed: int, batch_size: int, skip: int = 0) -> Iterator[Batch]:
         order = torch.randperm(self.n_train, generator=torch.Generator().manual_seed(epoch_seed))

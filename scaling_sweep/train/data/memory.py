@@ -50,6 +50,17 @@ def loader_workers(requested: int) -> int:
     return max(0, min(requested, cpus))
 
 
+def stream(dataset: object, batches: list, num_workers: int, device: torch.device) -> Iterator[Batch]:
+    """A dataset read batch by batch (`batches`: lists of indices) through a DataLoader, onto `device`."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=device.type == "cuda"
+    )
+    for x, y in loader:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
 def epoch_plan(
     n: int, epoch_seed: int, augment: bool
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:

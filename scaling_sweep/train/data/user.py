@@ -23,6 +23,7 @@ from scaling_sweep.train.data.memory import (
     loader_workers,
     prepare,
     steps_per_epoch,
+    stream,
 )
 from scaling_sweep.train.data.subsets import subset_indices
 from scaling_sweep.train.seeds import derive_seed
@@ -172,14 +173,7 @@ class StreamedData:
         return steps_per_epoch(self.n_train, batch_size)
 
     def _stream(self, dataset: Any, batches: list[list[int]]) -> Iterator[Batch]:
-        loader = DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda",
-        )
-        for x, y in loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        return stream(dataset, batches, self.num_workers, self.device)
 
     def train_batches(self, epoch_seed: int, batch_size: int, skip: int = 0) -> Iterator[Batch]:
         """The epoch's batches in order, starting at batch `skip`."""
