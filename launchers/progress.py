@@ -53,7 +53,8 @@ class SweepProgress:
         self.queued = list(order)  # job ids not handed out yet, in launch order
         self.started: dict[str, float] = {}  # running job -> monotonic start
         self.finished: list[tuple[float, float]] = []  # (estimated, measured) seconds of jobs done here
-        self._eta: tuple[float, float | None] | None = None  # (when, value): the bar redraws 10 times a second
+        # (when, value) of the last ETA: the bar redraws 10 times a second, the ETA changes with jobs.
+        self._eta: tuple[float, float | None] | None = None
         self.console = Console(stderr=False)
         self.enabled = enabled
         self.live = enabled and self.console.is_terminal

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from scaling_sweep import config as config_mod
-from scaling_sweep import history, targets
+from scaling_sweep import history, targets, tracking
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.grid import Plan
 from scaling_sweep.history import plan_all, training_diff  # noqa: F401  (training_diff: part of the CLI's API)
@@ -202,8 +202,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     counts = _parameter_counts(loaded.plan)
     estimates, workers = _estimate(loaded, loaded.plan.specs, statuses)
     to_run = [s.job_id for s in loaded.plan.specs if statuses[s.job_id].status in ("pending", "interrupted")]
+    order = (loaded.plain.get("launcher") or {}).get("order", "cheapest")
     if args.json:
-        extra, totals = estimate_json(loaded.plan, counts, estimates, to_run, workers)
+        extra, totals = estimate_json(loaded.plan, counts, estimates, to_run, workers, order)
         out = status_json(loaded.plain["name"], loaded.plan, statuses, extra=extra)
         print(json.dumps({**out, **totals}, indent=1))
         return 0
@@ -217,7 +218,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         columns=plan_columns(counts, estimates),
     )
     if estimates is not None:
-        console.print(estimate_line(estimates, to_run, workers), soft_wrap=True)
+        console.print(estimate_line(loaded.plan, estimates, to_run, workers, order), soft_wrap=True)
     for line in code_lines(loaded.plan, loaded.sweep):
         console.print(escape(line), soft_wrap=True)
     reused = loaded.reusable()
@@ -239,7 +240,10 @@ def _parameter_counts(plan: Plan) -> dict[str, Any]:
 def _cost_target(plain: dict[str, Any]) -> tuple[str | None, int, int]:
     """(device to time steps on, None where jobs run on devices this machine lacks; torch threads per
     job; jobs at once) of the configured launcher."""
+    from scaling_sweep.estimate import check_order
+
     cfg = plain.get("launcher") or {}
+    check_order(cfg.get("order", "cheapest"))
     if cfg.get("name", "local") == "slurm":
         from launchers.slurm import SlurmOptions
 
@@ -330,6 +334,10 @@ def _launch(loaded: Loaded, specs: list[JobSpec], args: argparse.Namespace) -> i
     if hasattr(launcher, "describe"):
         console.print(f"launcher {launcher.name}: {launcher.describe()}")
     _order_and_eta(loaded, launcher, specs)
+    tracking.record(loaded.sweep.path, loaded.plain.get("tracking"))  # this launch's trackers reach its jobs
+    backfilled = tracking.backfill(loaded.sweep, loaded.plan.specs, loaded.plain["name"])
+    if backfilled:
+        console.print(f"sent the rows of {backfilled} finished jobs to the trackers added since they ran")
     t0 = time.time()
     result = launcher.launch(loaded.sweep, specs, fail_fast=args.fail_fast)
     if not launcher.blocking:

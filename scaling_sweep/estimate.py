@@ -13,11 +13,11 @@ import heapq
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scaling_sweep import schema, targets
+from scaling_sweep import schema
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.spec import JobSpec
 
@@ -38,16 +38,13 @@ WEIGHTS_PER_CLASS_AT_CHANCE = 2
 # sweep on a 2-core machine (run_job around 27 jobs, against the sum of their rows' wall_s).
 JOB_S = 0.2
 LEVEL_S = 0.04
-# Calibration: steps timed per distinct model after warm-up, and the seconds one model may take.
-WARMUP_STEPS = 3
-TIMED_STEPS = 20
-SECONDS_PER_MODEL = 0.6
 # Models of one family (same architecture, data, training step) timed at most; the others are
 # interpolated in parameters x batch size between the cheapest, the middle and the dearest.
 TIMED_PER_FAMILY = 3
 
 
 def check_order(value: Any) -> str:
+    """launcher.order, checked: one of ORDERS."""
     if value not in ORDERS:
         raise ConfigError(
             f"launcher.order={value!r}: use cheapest (cheapest jobs first, by the estimate) or grid "
@@ -67,7 +64,6 @@ class Budget:
     pruned_steps: int  # each later level: the budget minus the rewind step
     eval_examples: int  # evaluated after every level (the training subset and the test set)
     saves: int  # checkpoint writes per level (mid-level ones and the level's end)
-    n_train: int
 
 
 def cost_n_train(data: Mapping[str, Any]) -> int | None:
@@ -83,6 +79,7 @@ def cost_n_train(data: Mapping[str, Any]) -> int | None:
 
 
 def budget(spec: JobSpec) -> Budget | None:
+    """Steps, examples evaluated and checkpoint writes per level; None where the data's size is unknown."""
     n = cost_n_train(spec.data)
     if n is None:
         return None
@@ -93,10 +90,12 @@ def budget(spec: JobSpec) -> Budget | None:
     rewind = int(k) * (per_epoch if kind == "epoch" else 1) if kind in ("step", "epoch") else 0
     every = int(train.checkpoint_every)
     mid = (math.ceil(total / per_epoch) - 1) // every if every > 0 else 0
-    return Budget(total, max(1, total - rewind), n + TEST_SIZES.get(spec.data["name"], 0), 1 + mid, n)
+    return Budget(total, max(1, total - rewind), n + TEST_SIZES.get(spec.data["name"], 0), 1 + mid)
 
 
-def expected_levels(prune: Mapping[str, Any], prunable: int | None, tensors: int | None, classes: int | None) -> int:
+def expected_levels(
+    prune: Mapping[str, Any], prunable: int | None, tensors: int | None, classes: int | None
+) -> int:
     """Levels an IMP trajectory is expected to train before it stops (the planned ones at most).
 
     Pruning removes ceil(rate x remaining) weights a level. A trajectory stops before a layer would be
@@ -140,13 +139,24 @@ class Rates:
 def rate_key(spec: JobSpec) -> str:
     """What decides a step's cost: the model, the data's shape, batch sizes and how a step runs; not the
     data fraction, the seed, the learning-rate schedule or the pruning depth."""
-    data = {k: v for k, v in spec.data.items() if k not in ("fraction", "data_seed", "balanced", *_EXEC["data"])}
+    data = {
+        k: v for k, v in spec.data.items() if k not in ("fraction", "data_seed", "balanced", *_EXEC["data"])
+    }
     train = {k: spec.train.get(k) for k in _STEP_KEYS}
     masks = {k: spec.prune.get(k) for k in ("include_output_layer", "include", "exclude")}
     return json.dumps([spec.model, data, train, masks], sort_keys=True, default=str)
 
 
-_STEP_KEYS = ("batch_size", "eval_batch_size", "optimizer", "nesterov", "amp", "channels_last", "compile", "step")
+_STEP_KEYS = (
+    "batch_size",
+    "eval_batch_size",
+    "optimizer",
+    "nesterov",
+    "amp",
+    "channels_last",
+    "compile",
+    "step",
+)
 _EXEC = schema.EXECUTION_KEYS
 
 
@@ -155,7 +165,11 @@ def rates_from_rows(rows: Iterable[Mapping[str, Any]]) -> Rates | None:
 
     Evaluation and checkpoints are in level_s (and, where they grow with the data as steps do, in step_s).
     """
-    pts = [(float(r["steps"]), float(r["wall_s"])) for r in rows if r.get("steps") and r.get("wall_s") is not None]
+    pts = [
+        (float(r["steps"]), float(r["wall_s"]))
+        for r in rows
+        if r.get("steps") and r.get("wall_s") is not None
+    ]
     if not pts:
         return None
     n = len(pts)
@@ -167,7 +181,8 @@ def rates_from_rows(rows: Iterable[Mapping[str, Any]]) -> Rates | None:
         intercept = my - slope * mx
         if slope > 0 and intercept >= 0:
             return Rates(step_s=slope, level_s=intercept, source="finished jobs")
-    return Rates(step_s=sy / sx, source="finished jobs")  # one step count, or a fit out of range: the mean rate
+    # One step count, or a fit out of range: the mean rate.
+    return Rates(step_s=sy / sx, source="finished jobs")
 
 
 # process-wide: (rate key, threads, device) -> timed Rates, so a second plan of the same models is free
@@ -184,110 +199,15 @@ def calibrate(spec: JobSpec, threads: int, device: str = "cpu") -> Rates | None:
 
 
 def _time_model(spec: JobSpec, threads: int, device: str) -> Rates | None:
-    import tempfile
+    from scaling_sweep.train.census import time_model  # torch
 
-    import torch
-
-    from scaling_sweep.train import census, checkpoint
-    from scaling_sweep.train.imp import channels_last_pays, snapshot
-    from scaling_sweep.train.loop import autocast
-    from scaling_sweep.train.models import build_model, build_user_model
-    from scaling_sweep.train.pruning import Masks, attach_masks
-    from scaling_sweep.train.schedule import Budget as Schedule
-    from scaling_sweep.train.schedule import lr_at, make_optimizer, set_lr
-    from scaling_sweep.train.steps import make_step
-
-    shape_classes, n = census.input_spec(spec.data), cost_n_train(spec.data)
-    if shape_classes is None or n is None:
+    n = cost_n_train(spec.data)
+    if n is None:
         return None
-    shape, classes = shape_classes
-    config = spec.trainer_config()
-    opts, user = schema.parse_config(config), targets.find(config)
-    dev = torch.device(device)
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            if "model" in user:
-                model = build_user_model(user["model"], shape, classes)
-            else:
-                model = build_model(opts.model, shape, classes)
-            attach_masks(model, opts.prune.include_output_layer, opts.prune.include, opts.prune.exclude)
-            model.to(dev)
-            channels_last = opts.train.channels_last and channels_last_pays(model, dev)
-            if channels_last:
-                model.to(memory_format=torch.channels_last)
-            masks, step_fn = Masks.of(model), make_step(user.get("train.step"))
-            optimizer = make_optimizer(model.parameters(), opts.train)
-            amp = autocast(dev, opts.train.amp)
-            batch = min(opts.train.batch_size, n)
-            # A fixed random batch of the real shape, drawn by index as the loop draws its batches.
-            pool = torch.randn(2 * batch, *shape, device=dev)
-            labels = torch.randint(classes, (2 * batch,), device=dev)
-            idx = torch.randperm(2 * batch, device=dev)[:batch]
-            schedule, steps = Schedule.of(opts.train, schema.steps_per_epoch(n, opts.train.batch_size)), [0]
-
-            def prepared(x: torch.Tensor) -> torch.Tensor:
-                return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
-
-            def train_step() -> None:
-                x, y = prepared(pool.index_select(0, idx)), labels.index_select(0, idx)
-                set_lr(optimizer, lr_at(steps[0] % schedule.total_steps, opts.train, schedule))
-                steps[0] += 1
-                with amp():
-                    loss = step_fn.loss(model, x, y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                masks.apply()
-
-            sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-            # One CPU thread: count this process's CPU time, not the wall clock, so that other work on
-            # a shared machine does not inflate the estimate (a job that has its core takes that long).
-            clock = time.process_time if dev.type == "cpu" and threads == 1 else time.perf_counter
-            step_s = _seconds_per_call(train_step, sync, clock, WARMUP_STEPS, TIMED_STEPS, SECONDS_PER_MODEL)
-            evaluated = min(opts.train.eval_batch_size, n + TEST_SIZES.get(spec.data["name"], 0), 512)
-            x_eval = prepared(torch.randn(evaluated, *shape, device=dev))
-            y_eval = torch.randint(classes, (evaluated,), device=dev)
-            model.eval()
-
-            def eval_batch() -> None:
-                with torch.inference_mode(), amp():
-                    step_fn.measure(model, x_eval, y_eval)
-
-            eval_s = _seconds_per_call(eval_batch, sync, clock, 1, 3, SECONDS_PER_MODEL / 3) / evaluated
-            state = {"model": model.state_dict(), "init": snapshot(model), "levels": [], "rng": torch.get_rng_state()}
-            with tempfile.TemporaryDirectory(prefix="scaling-sweep-estimate-") as tmp:
-                checkpoint.save(tmp, state)  # the first write also creates the directory's files
-                saves = []
-                for _ in range(3):  # the median of three: one fsync can take ten times another
-                    t0 = time.perf_counter()
-                    checkpoint.save(tmp, state)
-                    saves.append(time.perf_counter() - t0)
-                save_s = sorted(saves)[1]
-    finally:
-        torch.set_num_threads(threads_before)
-    return Rates(step_s=step_s, eval_s=eval_s, save_s=save_s)
-
-
-def _seconds_per_call(
-    fn: Callable[[], None], sync: Callable[[], None], clock: Callable[[], float], warmup: int, reps: int, limit: float
-) -> float:
-    """Mean `clock` seconds of `fn` after `warmup` calls: `reps` calls, fewer (at least 2) once `limit`
-    wall seconds are spent."""
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        fn()
-        if time.perf_counter() - t0 > limit / 2:
-            break
-    sync()
-    t0, c0, done = time.perf_counter(), clock(), 0
-    while done < reps and (done < 2 or time.perf_counter() - t0 < limit):
-        fn()
-        done += 1
-    sync()
-    return (clock() - c0) / done
+    timing = time_model(spec.trainer_config(), n, TEST_SIZES.get(spec.data.get("name"), 0), threads, device)
+    if timing is None:
+        return None
+    return Rates(step_s=timing.step_s, eval_s=timing.eval_s, save_s=timing.save_s)
 
 
 # -- the estimate of a plan --------------------------------------------------------------------------
@@ -307,6 +227,8 @@ class JobEstimate:
 
 @dataclass
 class Estimates:
+    """JobEstimate per job id, and how much timing it took to make them."""
+
     jobs: dict[str, JobEstimate] = field(default_factory=dict)
     timed: int = 0  # distinct models timed now (not counting those timed before in this process)
     timed_s: float = 0.0
@@ -321,19 +243,17 @@ class Estimates:
             return None
         return sum(e.seconds or 0.0 for e in picked)
 
-    def sources(self, job_ids: Iterable[str] | None = None) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i in self.jobs if job_ids is None else job_ids:
-            out[self.jobs[i].source] = out.get(self.jobs[i].source, 0) + 1
-        return out
-
 
 _CENSUS: dict[tuple[str, bool], Any] = {}
 
 
 def census_of(spec: JobSpec, flops: bool = False) -> Any:
     """scaling_sweep.train.census.Census of a job's model (None: shape unknown), once per distinct model in this process."""
-    key = json.dumps([spec.model, spec.data.get("name"), spec.data.get(schema.TARGET), _masks(spec)], sort_keys=True, default=str)
+    key = json.dumps(
+        [spec.model, spec.data.get("name"), spec.data.get(schema.TARGET), _masks(spec)],
+        sort_keys=True,
+        default=str,
+    )
     if (key, flops) not in _CENSUS:
         from scaling_sweep.train.census import census
 
@@ -348,7 +268,9 @@ def _masks(spec: JobSpec) -> list[Any]:
 Finished = Sequence[tuple[JobSpec, Sequence[Mapping[str, Any]]]]
 
 
-def estimate(specs: Sequence[JobSpec], *, threads: int, device: str | None = "cpu", finished: Finished = ()) -> Estimates:
+def estimate(
+    specs: Sequence[JobSpec], *, threads: int, device: str | None = "cpu", finished: Finished = ()
+) -> Estimates:
     """Expected seconds of every job on one worker with `threads` threads on `device`.
 
     `finished`: (spec, rows) of the sweep's done jobs, rows with level, steps, wall_s. They give their
@@ -370,7 +292,9 @@ def estimate(specs: Sequence[JobSpec], *, threads: int, device: str | None = "cp
     return out
 
 
-def _job(spec: JobSpec, rates: Rates | None, depths: Mapping[str, float], rows: Sequence[Mapping[str, Any]] | None) -> JobEstimate:
+def _job(
+    spec: JobSpec, rates: Rates | None, depths: Mapping[str, float], rows: Sequence[Mapping[str, Any]] | None
+) -> JobEstimate:
     counted = census_of(spec)
     classes = _classes(spec)
     planned = schema.last_level(spec.prune) + 1
@@ -388,7 +312,11 @@ def _job(spec: JobSpec, rates: Rates | None, depths: Mapping[str, float], rows: 
     b = budget(spec)
     work = None
     if b is not None and counted is not None:
-        work = float(counted.params_trainable) * (b.dense_steps + (levels - 1) * b.pruned_steps) * spec.train["batch_size"]
+        work = (
+            float(counted.params_trainable)
+            * (b.dense_steps + (levels - 1) * b.pruned_steps)
+            * spec.train["batch_size"]
+        )
     if b is None or rates is None:
         return JobEstimate(None, None, round(levels), planned, "unknown", work)
 
@@ -443,7 +371,12 @@ def _calibrated(specs: Sequence[JobSpec], threads: int, device: str) -> dict[str
         counted = census_of(spec)
         size = float(counted.params_trainable * spec.train["batch_size"]) if counted else 0.0
         family = json.dumps(
-            [spec.model.get("name"), spec.model.get(schema.TARGET), spec.model.get("depth"), json.loads(key)[1:]],
+            [
+                spec.model.get("name"),
+                spec.model.get(schema.TARGET),
+                spec.model.get("depth"),
+                json.loads(key)[1:],
+            ],
             sort_keys=True,
             default=str,
         )
@@ -451,7 +384,11 @@ def _calibrated(specs: Sequence[JobSpec], threads: int, device: str) -> dict[str
     out: dict[str, Rates | None] = {}
     for members in families.values():
         members.sort()
-        picks = {0, len(members) // 2, len(members) - 1} if len(members) > TIMED_PER_FAMILY else range(len(members))
+        picks = (
+            {0, len(members) // 2, len(members) - 1}
+            if len(members) > TIMED_PER_FAMILY
+            else range(len(members))
+        )
         timed = [(members[i][0], calibrate(kinds[members[i][1]], threads, device)) for i in sorted(picks)]
         points = [(x, r) for x, r in timed if r is not None]
         for x, key in members:
@@ -506,7 +443,7 @@ def ordered(specs: Sequence[JobSpec], order: str, estimates: Estimates | None) -
 def wall_clock(seconds: Sequence[float], workers: int, busy: Sequence[float] = ()) -> float:
     """Seconds until `workers` workers, each taking the next job in order when free, finish `seconds`;
     `busy`: seconds left on jobs already running."""
-    free = sorted([*busy, *[0.0] * max(0, workers - len(busy))])[: max(1, workers)] or [0.0]
+    free = [*busy, *[0.0] * max(0, workers - len(busy))] or [0.0]
     heapq.heapify(free)
     for s in seconds:
         heapq.heappush(free, heapq.heappop(free) + s)

@@ -197,7 +197,7 @@ class _Derived:
             return n
         model, model_json = self.builder.section("model", choice)
         flops = key == "flops_per_example"
-        cache_key = (model_json, section_json("data", data), flops)
+        cache_key = (model_json, str(data.get("name")), flops)  # built-in data: the name fixes the shape
         if cache_key not in self.counted:
             self.counted[cache_key] = self._count(model, data, flops)
         counted = self.counted[cache_key]

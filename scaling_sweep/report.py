@@ -280,7 +280,7 @@ def _si(n: float | None) -> str:
 
 
 def estimate_json(
-    plan: Plan, counts: Mapping[str, Any], estimates: Any, to_run: Sequence[str], workers: int
+    plan: Plan, counts: Mapping[str, Any], estimates: Any, to_run: Sequence[str], workers: int, order: str
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """(per-job keys, top-level keys) that `plan --json` adds: parameters, FLOPs and the estimate in seconds."""
     from scaling_sweep.estimate import ordered, wall_clock
@@ -307,7 +307,7 @@ def estimate_json(
     totals: dict[str, Any] = {"estimate_total_s": None, "estimate_to_run_s": None, "estimate_wall_s": None}
     if estimates is not None:
         run = set(to_run)
-        jobs = [s for s in ordered(plan.specs, "cheapest", estimates) if s.job_id in run]
+        jobs = [s for s in ordered(plan.specs, order, estimates) if s.job_id in run]
         to_run_s = estimates.total([s.job_id for s in jobs])
         wall = (
             None
@@ -326,12 +326,13 @@ def _round(s: float | None) -> float | None:
     return None if s is None else round(s, 3)
 
 
-def estimate_line(estimates: Any, to_run: Sequence[str], workers: int) -> str:
+def estimate_line(plan: Plan, estimates: Any, to_run: Sequence[str], workers: int, order: str) -> str:
     """One line under the plan table: device time of the jobs to run, the wall clock on the launcher's
-    workers, the upper bound if no trajectory stops early, and what the numbers rest on."""
-    from scaling_sweep.estimate import seconds_text, wall_clock
+    workers in launch order, the upper bound if no trajectory stops early, and what the numbers rest on."""
+    from scaling_sweep.estimate import ordered, seconds_text, wall_clock
 
-    jobs = [estimates.jobs[i] for i in to_run]
+    run = set(to_run)
+    jobs = [estimates.jobs[s.job_id] for s in ordered(plan.specs, order, estimates) if s.job_id in run]
     if not jobs:
         return f"estimate: nothing to run ({seconds_text(estimates.total())} of device time in finished jobs)"
     known = [e for e in jobs if e.seconds is not None]
@@ -339,7 +340,7 @@ def estimate_line(estimates: Any, to_run: Sequence[str], workers: int) -> str:
         return "estimate: unknown (the data's size and shape are known only once it is loaded)"
     total = sum(e.seconds for e in known)
     upper = sum(e.upper_s for e in known)
-    wall = wall_clock(sorted(e.seconds for e in known), workers)
+    wall = wall_clock([e.seconds for e in known], workers)
     sources = Counter(e.source for e in jobs)
     basis = []
     if sources.get("finished jobs"):

@@ -392,3 +392,29 @@ def _read(path: Path) -> dict[str, Any]:
 def _one_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def backfill(sweep: Any, specs: Sequence[Any], sweep_name: str) -> int:
+    """Send the rows of finished jobs to the trackers that have not seen them (a tracker added on `resume`).
+
+    Each job's record (tracked.json) says what each tracker has, so this sends only what is missing;
+    returns how many jobs got something.
+    """
+    from scaling_sweep.results import read_rows
+
+    if not settings(sweep.path).to:
+        return 0
+    sent = 0
+    for spec in specs:
+        if sweep.read_state(spec.job_id).get("status") != "done":
+            continue
+        try:
+            levels = read_rows(sweep.rows_path(spec.job_id)).to_pylist()
+        except Exception:
+            continue  # a damaged rows file: status reports it; resume retrains the job
+        mirror = Mirror(sweep, spec, sweep_name)
+        before = json.dumps(mirror.record, sort_keys=True)
+        mirror.log(levels)
+        mirror.close()
+        sent += json.dumps(mirror.record, sort_keys=True) != before
+    return sent

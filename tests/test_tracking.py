@@ -340,3 +340,22 @@ def test_resume_refuses_an_unknown_tracker_with_one_line(capsys, tmp_path):
     assert (
         out.out + out.err
     ).strip() == "error: tracking='comet' is unknown; known trackers: tensorboard, mlflow, wandb"
+
+
+def test_a_tracker_added_on_resume_gets_the_rows_of_jobs_finished_before(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert main(["run", "--no-progress", f"out_dir={tmp_path}", *SWEEP]) == 0
+    sweep = tmp_path / "smoke"
+    assert not (sweep / "tensorboard").exists()
+    capsys.readouterr()
+    assert main(["resume", "--no-progress", str(sweep), "tracking=[tensorboard]"]) == 0
+    assert "sent the rows of 4 finished jobs to the trackers" in capsys.readouterr().out
+    rows = pq.read_table(sweep / "results.parquet").to_pylist()
+    for job, levels in by_job({(r["job_id"], r["level"]): r for r in rows}).items():
+        events = EventAccumulator(str(sweep / "tensorboard" / job))
+        events.Reload()
+        assert [e.step for e in events.Scalars("test_error")] == [r["level"] for r in levels]
+    # A second resume sends nothing again.
+    assert main(["resume", "--no-progress", str(sweep), "tracking=[tensorboard]"]) == 0
+    assert "sent the rows" not in capsys.readouterr().out
