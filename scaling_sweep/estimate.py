@@ -232,6 +232,7 @@ class Estimates:
     jobs: dict[str, JobEstimate] = field(default_factory=dict)
     timed: int = 0  # distinct models timed now (not counting those timed before in this process)
     timed_s: float = 0.0
+    untimed: str = ""  # why nothing was timed here, when so
 
     def seconds(self) -> dict[str, float]:
         return {i: e.seconds for i, e in self.jobs.items() if e.seconds is not None}
@@ -282,7 +283,9 @@ def estimate(
     rows_of = {spec.job_id: rows for spec, rows in finished}
     out = Estimates()
     rates: dict[str, Rates | None] = dict(fitted)
-    if device is not None:
+    if device is None:
+        out.untimed = "the jobs run on a device this machine lacks"
+    else:
         t0 = time.perf_counter()
         before = len(_TIMED)
         rates.update(_calibrated([s for s in specs if rate_key(s) not in rates], threads, device))

@@ -197,7 +197,9 @@ def _run_leased(
     jd = sweep.job_dir(job_id)
     log_path = jd / "log.txt"
     continued = continue_from(sweep, job_id)  # a deeper trajectory starts from the shallower job's last level
-    stamps = finished_times(sweep.rows_path(job_id)) or (finished_times(sweep.rows_path(continued)) if continued else {})
+    stamps = finished_times(sweep.rows_path(job_id)) or (
+        finished_times(sweep.rows_path(continued)) if continued else {}
+    )
 
     def emit(levels: Sequence[Mapping[str, Any]]) -> None:
         lease.fence()

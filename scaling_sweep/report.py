@@ -337,7 +337,8 @@ def estimate_line(plan: Plan, estimates: Any, to_run: Sequence[str], workers: in
         return f"estimate: nothing to run ({seconds_text(estimates.total())} of device time in finished jobs)"
     known = [e for e in jobs if e.seconds is not None]
     if not known:
-        return "estimate: unknown (the data's size and shape are known only once it is loaded)"
+        why = estimates.untimed or "the data's size and shape are known only once it is loaded"
+        return f"estimate: unknown until jobs of these kinds have finished ({why})"
     total = sum(e.seconds for e in known)
     upper = sum(e.upper_s for e in known)
     wall = wall_clock([e.seconds for e in known], workers)
@@ -349,7 +350,8 @@ def estimate_line(plan: Plan, estimates: Any, to_run: Sequence[str], workers: in
         timed = f", {estimates.timed} model(s) timed in {estimates.timed_s:.1f} s" if estimates.timed else ""
         basis.append(f"{sources['calibration']} from steps timed on this machine{timed}")
     if sources.get("unknown"):
-        basis.append(f"{sources['unknown']} unknown until their data is loaded (not counted)")
+        why = estimates.untimed or "their data's size and shape are known only once it is loaded"
+        basis.append(f"{sources['unknown']} unknown ({why}), not counted")
     deeper = f"; {seconds_text(upper)} if no trajectory stopped early" if upper > total * 1.001 else ""
     return (
         f"estimate: {seconds_text(total)} of device time for {len(known)} jobs to run, about "

@@ -104,7 +104,9 @@ def test_run_on_an_existing_sweep_with_another_config_is_refused(capsys, tmp_pat
     cfg = config.compose(["sweep=smoke", f"out_dir={tmp_path}"])
     SweepDir(tmp_path / "smoke").create(config.to_yaml(cfg))
     code, out = run_cli(capsys, "run", "sweep=smoke", f"out_dir={tmp_path}", "train.epochs=3")
-    assert code == 2 and "would alter trainings already in this sweep" in out and "train.epochs: 1 -> 3" in out
+    assert (
+        code == 2 and "would alter trainings already in this sweep" in out and "train.epochs: 1 -> 3" in out
+    )
 
 
 def test_options_added_later_at_their_default_are_no_change_of_training():

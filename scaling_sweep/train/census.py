@@ -176,7 +176,7 @@ def time_model(
             # a shared machine does not inflate the estimate (a job that has its core takes that long).
             clock = time.process_time if dev.type == "cpu" and threads == 1 else time.perf_counter
             step_s = _seconds_per_call(train_step, sync, clock, WARMUP_STEPS, TIMED_STEPS, SECONDS_PER_MODEL)
-            evaluated = min(opts.train.eval_batch_size, n_train + n_test, 512)
+            evaluated = min(opts.train.eval_batch_size, n_train + n_test, 256)
             x_eval = prepared(torch.randn(evaluated, *shape, device=dev))
             y_eval = torch.randint(classes, (evaluated,), device=dev)
             model.eval()

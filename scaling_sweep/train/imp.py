@@ -423,7 +423,11 @@ def check_identity(ckpt_dir: Path, saved: dict[str, Any], current: dict[str, Any
         theirs = saved.get(key)
         if isinstance(theirs, dict) and targets.TARGET not in theirs:  # an option section (model, prune)
             theirs = {**asdict(schema.SECTION_TYPES[key]()), **theirs}
-        if key == "prune" and isinstance(theirs, dict) and theirs.get("method") == "imp" == value.get("method"):
+        if (
+            key == "prune"
+            and isinstance(theirs, dict)
+            and theirs.get("method") == "imp" == value.get("method")
+        ):
             theirs, value = ({k: v for k, v in d.items() if k not in LENGTH} for d in (theirs, value))
         if theirs != value:
             raise ValueError(f"{ckpt_dir} holds a checkpoint of another job ({key}: {theirs} != {value})")
