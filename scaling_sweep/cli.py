@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -698,6 +699,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Ctrl-C before the launcher's handler is up, or during the end-of-run fit: every job
         # state is on disk already, so a line saying how to go on is all that is needed.
+        # A second Ctrl-C (or one still pending) must not turn this orderly exit into a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         where = f"; continue with `scaling-sweep resume {_launched}`" if _launched else ""
         console.print(f"interrupted{where}", soft_wrap=True)
         return 130

@@ -35,3 +35,15 @@ def cli_env(**extra: str) -> dict:
 
 
 CLI = [sys.executable, "-m", "scaling_sweep.cli"]
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler_restored():
+    # The CLI ignores further Ctrl-C once it is exiting on one; a test that drives that path in-process
+    # must not leave pytest (and every process it starts later) ignoring SIGINT.
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    if signal.getsignal(signal.SIGINT) is not before and before is not None:
+        signal.signal(signal.SIGINT, before)
