@@ -200,12 +200,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from scaling_sweep.report import estimate_json, estimate_line, plan_columns
 
     statuses = _statuses(loaded, verify=False)
-    counts = _parameter_counts(loaded.plan)
-    estimates, workers = _estimate(loaded, loaded.plan.specs, statuses)
+    # --no-estimate: the plan alone, without torch (parameter counts, FLOPs and the timing calibration
+    # take seconds on a large grid).
+    counts = {} if args.no_estimate else _parameter_counts(loaded.plan)
+    estimates, workers = (None, 0) if args.no_estimate else _estimate(loaded, loaded.plan.specs, statuses)
     to_run = [s.job_id for s in loaded.plan.specs if statuses[s.job_id].status in ("pending", "interrupted")]
     order = (loaded.plain.get("launcher") or {}).get("order", "cheapest")
     if args.json:
-        extra, totals = estimate_json(loaded.plan, counts, estimates, to_run, workers, order)
+        extra, totals = (
+            ({}, {})
+            if args.no_estimate
+            else estimate_json(loaded.plan, counts, estimates, to_run, workers, order)
+        )
         out = status_json(loaded.plain["name"], loaded.plan, statuses, extra=extra)
         print(json.dumps({**out, **totals}, indent=1))
         return 0
@@ -624,6 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("plan", help="show what `run` with these arguments would do; changes nothing")
     composing(sp)
     sp.add_argument("--json", action="store_true")
+    sp.add_argument(
+        "--no-estimate",
+        action="store_true",
+        help="leave out parameter counts, FLOPs and time estimates (no torch import: fast on large grids)",
+    )
     sp.set_defaults(fn=cmd_plan)
 
     for name, fn, helptext in (

@@ -258,11 +258,15 @@ def plan_columns(counts: Mapping[str, Any], estimates: Any) -> dict[str, dict[st
             return f"{c.params_prunable:,} of {c.params_total:,}"
         return _si(c.flops_per_example)
 
-    columns = {
-        "params": {i: cell(i, "params") for i in counts},
-        "prunable params": {i: cell(i, "prunable") for i in counts},
-        "flops/example": {i: cell(i, "flops") for i in counts},
-    }
+    columns = (
+        {
+            "params": {i: cell(i, "params") for i in counts},
+            "prunable params": {i: cell(i, "prunable") for i in counts},
+            "flops/example": {i: cell(i, "flops") for i in counts},
+        }
+        if counts
+        else {}
+    )
     if estimates is not None:
         from scaling_sweep.estimate import seconds_text
 

@@ -230,3 +230,10 @@ def test_wall_clock_of_jobs_on_workers():
     assert estimate.wall_clock([1, 1, 1, 1], 2) == 2
     assert estimate.wall_clock([3, 1, 1, 1], 2) == 3
     assert estimate.wall_clock([1], 2, busy=[5.0]) == 5
+
+
+def test_plan_without_estimates_leaves_out_counts_and_times(capsys, tmp_path):
+    assert main(["plan", "--json", "--no-estimate", "sweep=smoke", f"out_dir={tmp_path}"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["jobs"] == 4 and "estimate_total_s" not in data
+    assert not {"estimate_s", "params", "flops_per_example"} & set(data["job_list"][0])
