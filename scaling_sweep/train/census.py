@@ -120,9 +120,9 @@ def time_model(
     """
     from scaling_sweep.train import checkpoint
     from scaling_sweep.train.imp import channels_last_pays, snapshot
-    from scaling_sweep.train.loop import autocast
+    from scaling_sweep.train.loop import autocast, optimizer_step
     from scaling_sweep.train.models import build_user_model
-    from scaling_sweep.train.schedule import Budget, lr_at, make_optimizer, set_lr
+    from scaling_sweep.train.schedule import Budget, lr_at, make_optimizer
     from scaling_sweep.train.steps import make_step
 
     spec = input_spec(config["data"])
@@ -162,14 +162,9 @@ def time_model(
 
             def train_step() -> None:
                 x, y = prepared(pool.index_select(0, idx)), labels.index_select(0, idx)
-                set_lr(optimizer, lr_at(steps[0] % budget.total_steps, opts.train, budget))
+                lr = lr_at(steps[0] % budget.total_steps, opts.train, budget)
                 steps[0] += 1
-                with amp():
-                    loss = step_fn.loss(model, x, y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                masks.apply()
+                optimizer_step(model, optimizer, masks, step_fn, x, y, lr, amp)
 
             sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
             # One CPU thread: count this process's CPU time, not the wall clock, so that other work on

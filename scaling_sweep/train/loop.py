@@ -55,17 +55,33 @@ def train_steps(
     while step < budget.total_steps:
         epoch, skip = divmod(step, budget.steps_per_epoch)
         for x, y in data.train_batches(epoch_seed(seed, level, epoch), opts.batch_size, skip):
-            set_lr(optimizer, lr_at(step, opts, budget))
-            with amp():
-                loss = step_fn.loss(model, x, y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            masks.apply()
+            loss = optimizer_step(model, optimizer, masks, step_fn, x, y, lr_at(step, opts, budget), amp)
             step += 1
             after_step(step, loss.detach())
             if step >= budget.total_steps:
                 break
+
+
+def optimizer_step(
+    model: nn.Module,
+    optimizer: Optimizer,
+    masks: Masks,
+    step_fn: Step,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float,
+    amp: Callable[[], ContextManager] = contextlib.nullcontext,
+) -> torch.Tensor:
+    """One step on one batch: the loss, its gradient, the update, and the masks re-applied (momentum
+    and weight decay would otherwise revive pruned weights). Returns the loss."""
+    set_lr(optimizer, lr)
+    with amp():
+        loss = step_fn.loss(model, x, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    masks.apply()
+    return loss
 
 
 @torch.inference_mode()
