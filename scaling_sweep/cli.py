@@ -99,32 +99,27 @@ class Loaded:
 
     def reuse_from_store(self) -> None:
         """Record this launch's store, and copy in every pending job the store has finished."""
-        from scaling_sweep.store import Store
-
-        path = self.plain.get("store")
-        self.sweep.write_store(path)
-        if not path:
-            return
-        shared = Store(path)
-        statuses = self.sweep.statuses(self.plan.specs, verify=False)
-        n = sum(
-            shared.reuse(self.sweep, s.job_id)
-            for s in self.plan.specs
-            if statuses[s.job_id].status == "pending"
-        )
+        self.sweep.write_store(self.plain.get("store"))
+        shared, pending = self._in_store()
+        n = sum(shared.reuse(self.sweep, job_id) for job_id in pending) if shared else 0
         if n:
             console.print(f"reused {n} finished jobs from the store {shared.path}")
 
     def reusable(self) -> int:
         """Pending jobs that the store holds finished (what `run` would copy in rather than train)."""
+        return len(self._in_store()[1])
+
+    def _in_store(self) -> tuple[Any, list[str]]:
+        """(the store, the pending jobs it holds finished); (None, []) without a store."""
         from scaling_sweep.store import Store
 
         path = self.plain.get("store")
         if not path:
-            return 0
+            return None, []
         shared = Store(path)
         statuses = self.sweep.statuses(self.plan.specs, verify=False)
-        return sum(shared.has(s.job_id) for s in self.plan.specs if statuses[s.job_id].status == "pending")
+        pending = [s.job_id for s in self.plan.specs if statuses[s.job_id].status == "pending"]
+        return shared, [job_id for job_id in pending if shared.has(job_id)]
 
 
 def _extension_line(entry: dict[str, Any]) -> str:

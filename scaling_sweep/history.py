@@ -13,7 +13,7 @@ from scaling_sweep import schema
 from scaling_sweep.config import EXECUTION_TOP
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.grid import Plan, expand
-from scaling_sweep.spec import ADDED_OPTIONS, EXECUTION_KEYS, JobSpec
+from scaling_sweep.spec import ADDED_OPTIONS, EXECUTION_KEYS, JobSpec, dotted
 
 EXTENSIONS = "extensions"  # the key of sweep.yaml that holds them, after the first config
 # Top-level keys that change where or how a sweep runs, not its numbers (marked on SweepConfig);
@@ -21,15 +21,6 @@ EXTENSIONS = "extensions"  # the key of sweep.yaml that holds them, after the fi
 NOT_TRAINING = (*EXECUTION_TOP, EXTENSIONS)
 # What an extension may change: the grid, and the depth of IMP trajectories (only deeper).
 DEPTH = ("prune.levels", "prune.density")
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: d}
 
 
 def training_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -43,7 +34,7 @@ def training_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         return key in EXECUTION_KEYS.get(section, ()) or (key in added and value == added[key])
 
     def relevant(cfg: Mapping[str, Any]) -> dict[str, Any]:
-        flat = _flat({k: v for k, v in cfg.items() if k not in NOT_TRAINING})
+        flat = dotted({k: v for k, v in cfg.items() if k not in NOT_TRAINING})
         return {k: v for k, v in flat.items() if not ignored(k, v)}
 
     a, b = relevant(old), relevant(new)

@@ -112,3 +112,12 @@ class JobSpec:
             "prune": dict(self.prune),
             "seed": int(self.seed),
         }
+
+
+def dotted(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as {"train.lr": 0.1, ...}: how configs are compared and shown key by key."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(dotted(v, key) if isinstance(v, Mapping) else {key: v})
+    return out

@@ -20,6 +20,7 @@ from typing import Any
 
 from scaling_sweep.atomic import write_json
 from scaling_sweep.errors import ConfigError
+from scaling_sweep.spec import dotted
 
 # What each tracker receives per level, with the level as the step.
 METRICS = ("test_error", "test_loss", "train_error", "density", "params_nonzero")
@@ -101,7 +102,7 @@ class Job:
 
     @property
     def params(self) -> dict[str, str]:
-        return {k: _text(v) for k, v in _flat(self.config).items()}
+        return {k: _text(v) for k, v in dotted(self.config).items()}
 
 
 # -- trackers ------------------------------------------------------------------------------
@@ -360,14 +361,6 @@ class Mirror:
 
 def _metrics(level: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(level[k]) for k in METRICS if level.get(k) is not None}
-
-
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        out.update(_flat(v, key) if isinstance(v, Mapping) else {key: v})
-    return out
 
 
 def _text(value: Any) -> str:
