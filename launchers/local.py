@@ -1,4 +1,4 @@
-"""The local launcher: long-lived worker processes, one per device slot, fed JobSpecs through a queue."""
+"""The local launcher: long-lived worker processes, one per device slot, fed jobs (alone or in packs) through a pipe each."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ import signal
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from launchers.base import LaunchResult
+from scaling_sweep import packing
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.estimate import Estimates, check_order, ordered
+from scaling_sweep.packing import form_packs, pack_size
 from scaling_sweep.spec import JobSpec
 from scaling_sweep.sweep import SweepDir
 
 # Glibc's defaults return freed memory to the OS after every small model's step; raising the
-# thresholds measurably speeds narrow models (DESIGN.md, speed facts).
+# thresholds measurably speeds narrow models (and a packed step, 15 % at the default width 0.5).
 WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 
 
@@ -125,7 +127,7 @@ def _worker(
     # blocked: the parent starts us with it masked.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    from scaling_sweep.job import run_job
+    from scaling_sweep.job import run_job, run_pack
 
     train_fn = _resolve(train_fn_path)
     if train_fn is None:
@@ -138,27 +140,42 @@ def _worker(
         # worker killed from outside may have died holding.
         return bool(stop_flag.value) or os.getppid() != parent_pid
 
+    reported: set[str] = set()  # jobs of the current pack whose outcome went back
+
+    def report(job_id: str, outcome: str) -> None:
+        reported.add(job_id)
+        conn.send((job_id, outcome, "", ""))
+
     while not stop():
         if not conn.poll(0.2):
             continue
         item = conn.recv()
         if item is None:
             break
-        spec = JobSpec.from_dict(item)
+        specs = [JobSpec.from_dict(d) for d in item]
+        reported.clear()
         try:
-            outcome = run_job(
-                spec, sweep_dir, slot.device, stop=stop, train_fn=train_fn, sweep_name=sweep_name
-            )
-        # run_job records training failures itself; this is the sweep layer failing
+            if len(specs) == 1:
+                report(
+                    specs[0].job_id,
+                    run_job(
+                        specs[0], sweep_dir, slot.device, stop=stop, train_fn=train_fn, sweep_name=sweep_name
+                    ),
+                )
+            else:
+                run_pack(specs, sweep_dir, slot.device, stop=stop, sweep_name=sweep_name, report=report)
+        # run_job and run_pack record training failures themselves; this is the sweep layer failing
         except BaseException as e:
             disk = isinstance(e, OSError) and e.errno in QUIET_ERRNOS
             # A full disk is not the job's failure: `resume` continues it once there is room again.
             outcome = "interrupted" if disk else "failed"
-            conn.send((spec.job_id, outcome, f"{type(e).__name__}: {e}", "disk" if disk else "crash"))
+            left = [s.job_id for s in specs if s.job_id not in reported]
+            for i, job_id in enumerate(left):
+                exiting = ("disk" if disk else "crash") if i == len(left) - 1 else ""
+                conn.send((job_id, outcome, f"{type(e).__name__}: {e}", exiting))
             if disk:
                 return  # a full or read-only disk: the line above says it once, not a traceback per worker
             raise
-        conn.send((spec.job_id, outcome, "", ""))
 
 
 # Disk errors a worker reports in one line instead of a traceback (the parent then says it once).
@@ -172,10 +189,10 @@ RERUNS_AFTER_DEATH = 1
 class _Worker:
     index: int
     proc: Any
-    # The parent's end of a duplex pipe: specs (None: exit) go out, and
+    # The parent's end of a duplex pipe: packs (lists of specs; None: exit) go out, and
     # (job_id, outcome, detail, exiting: "" | "crash" | "disk") come back.
     conn: Any
-    job: JobSpec | None = None  # the job it is running; the parent knows it even if the worker dies
+    jobs: list[JobSpec] = field(default_factory=list)  # its pack's jobs still running; known even if it dies
     leaving: bool = False  # told to exit, or said it exits
     crashed: bool = False  # said it exits after an error of its own (not of a job)
     reaped: bool = False  # its exit has been handled
@@ -195,8 +212,11 @@ class LocalLauncher:
         train_fn: str | None = None,
         progress: bool = True,
         order: str = "cheapest",
+        pack: Any = "auto",
     ) -> None:
         self.slots = make_slots(devices, jobs_per_device, threads_per_worker)
+        # Most jobs per pack (scaling_sweep.packing); a replacement trainer trains one job at a time.
+        self.pack = 1 if train_fn else pack_size(pack)
         self.train_fn = train_fn  # "module:function" replacing the trainer (benchmarks, tests)
         self.progress = progress
         self.order = check_order(order)
@@ -206,7 +226,7 @@ class LocalLauncher:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> LocalLauncher:
-        known = {"name", "devices", "jobs_per_device", "threads_per_worker", "order"}
+        known = {"name", "devices", "jobs_per_device", "threads_per_worker", "order", "pack"}
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ConfigError(
@@ -221,7 +241,13 @@ class LocalLauncher:
             raise ConfigError(
                 f"launcher.threads_per_worker={threads!r}: must be an integer >= 1, or null (CPUs / workers)"
             )
-        return cls(cfg.get("devices", "auto"), per_device, threads, order=cfg.get("order", "cheapest"))
+        return cls(
+            cfg.get("devices", "auto"),
+            per_device,
+            threads,
+            order=cfg.get("order", "cheapest"),
+            pack=cfg.get("pack", "auto"),
+        )
 
     def describe(self) -> str:
         devs = Counter(s.device if s.gpu is None else f"cuda:{s.gpu}" for s in self.slots)
@@ -233,6 +259,10 @@ class LocalLauncher:
         if not specs:
             return LaunchResult()
         specs = ordered(specs, self.order, self.estimates)
+        cost = self.estimates.seconds() if self.estimates else None
+        # A pack's jobs end together: under `cheapest`, packs start costliest first, so that no worker
+        # waits alone on the last long pack (the default sweep: 60 s against 73 s cheapest first).
+        packs = form_packs(specs, self.pack, len(self.slots), cost, costliest_first=self.order == "cheapest")
         progress = SweepProgress(
             total=len(specs),
             enabled=self.progress,
@@ -240,16 +270,20 @@ class LocalLauncher:
             workers=len(self.slots),
             order=[s.job_id for s in specs],
         )
-        pool = _Pool(self, sweep, specs, fail_fast, progress)
+        if any(len(p) > 1 for p in packs):
+            first = ", the costliest first" if self.order == "cheapest" else ""
+            progress.note(f"packed: {packing.describe(packs)}{first} (launcher.pack=off trains each alone)")
+        pool = _Pool(self, sweep, packs, fail_fast, progress)
         return pool.run()
 
 
 class _Pool:
     """One launch: the workers, the jobs not yet handed out, and what came back.
 
-    The parent hands each worker one job at a time over its own pipe, so it always knows which
-    job a worker holds; a worker that dies (OOM killer, kill -9) is noticed through its process
-    sentinel, its job is rerun in a fresh worker (resuming from its checkpoint), and nothing
+    The parent hands each worker one pack at a time (one job, or jobs that train together) over its
+    own pipe, so it always knows which jobs a worker holds; a worker that dies (OOM killer, kill -9)
+    is noticed through its process sentinel, its jobs are rerun in a fresh worker (resuming from
+    their checkpoints), and nothing
     shared (a queue lock) can be left held by the dead process.
     """
 
@@ -257,17 +291,17 @@ class _Pool:
         self,
         launcher: LocalLauncher,
         sweep: SweepDir,
-        specs: Sequence[JobSpec],
+        packs: Sequence[list[JobSpec]],
         fail_fast: bool,
         progress: Any,
     ) -> None:
         self.launcher, self.sweep, self.fail_fast, self.progress = launcher, sweep, fail_fast, progress
         self.ctx = mp.get_context("spawn")
         self.stop_flag = self.ctx.RawValue("b", 0)
-        self.todo: deque[JobSpec] = deque(specs)
+        self.todo: deque[list[JobSpec]] = deque(packs)
         self.workers: list[_Worker] = []
         self.deaths: Counter = Counter()  # job_id -> workers lost while running it
-        self.restarts_left = 2 * len(launcher.slots) + len(specs)  # a bound on replacements
+        self.restarts_left = 2 * len(launcher.slots) + sum(map(len, packs))  # a bound on replacements
         self.result = LaunchResult()
         self.stopping = False
 
@@ -324,18 +358,18 @@ class _Pool:
         self._hand_out(w)
 
     def _running(self) -> int:
-        return sum(w.job is not None for w in self.workers)
+        return sum(len(w.jobs) for w in self.workers)
 
     def _hand_out(self, w: _Worker) -> None:
-        job = self.todo.popleft() if self.todo and not self.stopping else None
+        pack = self.todo.popleft() if self.todo and not self.stopping else None
         try:
-            w.conn.send(job.to_dict() if job else None)
+            w.conn.send([job.to_dict() for job in pack] if pack else None)
         except OSError:  # it died already; its sentinel tells the loop, which replaces it
-            if job:
-                self.todo.appendleft(job)
+            if pack:
+                self.todo.appendleft(pack)
             return
-        w.job, w.leaving = job, job is None
-        if job is not None:
+        w.jobs, w.leaving = list(pack or []), pack is None
+        for job in w.jobs:
             self.progress.job_started(job.job_id)
         self.progress.update(running=self._running())
 
@@ -358,7 +392,7 @@ class _Pool:
                 job_id, outcome, detail, exiting = w.conn.recv()
             except (EOFError, OSError):
                 return  # the worker is gone; _exited deals with its job
-            w.job = None
+            w.jobs = [j for j in w.jobs if j.job_id != job_id]
             self.result.outcomes[outcome] += 1
             error = detail or self.sweep.read_state(job_id).get("error", "")
             self.progress.job_ended(
@@ -370,38 +404,45 @@ class _Pool:
                 self._stop(f"stopping: {detail}")
             if outcome == "failed" and self.fail_fast and not self.stopping:
                 self._stop("--fail-fast: stopping; running jobs checkpoint and `resume` continues them")
-            if not w.leaving:
+            if not w.leaving and not w.jobs:
                 self._hand_out(w)
 
     def _exited(self, w: _Worker) -> None:
         w.reaped = True
-        job, w.job = w.job, None
-        if job is None and w.leaving and not w.crashed:
+        jobs, w.jobs = w.jobs, []
+        if not jobs and w.leaving and not w.crashed:
             return  # told to exit, and it did
-        if job is not None:
-            self._lost(w, job)
+        if jobs:
+            self._lost(w, jobs)
         if self.todo and not self.stopping and self.restarts_left > 0:
             self.restarts_left -= 1
             self._start(w.index)
 
-    def _lost(self, w: _Worker, job: JobSpec) -> None:
-        """A worker died running `job` (OOM killer, kill -9): rerun it once in a new worker, else report it."""
+    def _lost(self, w: _Worker, jobs: list[JobSpec]) -> None:
+        """A worker died running `jobs` (OOM killer, kill -9): rerun them once in a new worker, else report them."""
         code = w.proc.exitcode
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        self.deaths[job.job_id] += 1
-        died = f"worker {w.index} (pid {w.proc.pid}) died ({how}) running job {job.job_id}"
-        if not self.stopping and self.deaths[job.job_id] <= RERUNS_AFTER_DEATH and self.restarts_left > 0:
-            self.todo.appendleft(job)
+        running = f"job {jobs[0].job_id}" if len(jobs) == 1 else f"a pack of {len(jobs)} jobs"
+        died = f"worker {w.index} (pid {w.proc.pid}) died ({how}) running {running}"
+        for job in jobs:
+            self.deaths[job.job_id] += 1
+        again = [j for j in jobs if self.deaths[j.job_id] <= RERUNS_AFTER_DEATH]
+        if not self.stopping and again and self.restarts_left > 0:
+            self.todo.appendleft(again)
             self.progress.note(
-                f"[yellow]{died}[/yellow]: rerunning it in a new worker, from its last checkpoint"
+                f"[yellow]{died}[/yellow]: rerunning {'it' if len(again) == 1 else 'them'} in a new worker, "
+                "from the last checkpoint"
             )
-            return
-        self.result.outcomes["interrupted"] += 1
-        self.progress.job_ended(
-            job.job_id, "interrupted", "", self.sweep.job_dir(job.job_id), running=self._running()
-        )
-        again = " again" if self.deaths[job.job_id] > 1 else ""
-        self.progress.note(f"[red]{died}{again}[/red]; it is left interrupted (`resume` continues it)")
+            jobs = [j for j in jobs if j not in again]
+        for job in jobs:
+            self.result.outcomes["interrupted"] += 1
+            self.progress.job_ended(
+                job.job_id, "interrupted", "", self.sweep.job_dir(job.job_id), running=self._running()
+            )
+            twice = " again" if self.deaths[job.job_id] > 1 else ""
+            self.progress.note(
+                f"[red]{died}{twice}[/red]; job {job.job_id} is left interrupted (`resume` continues it)"
+            )
 
     def _stop(self, message: str) -> None:
         self.stopping = True

@@ -13,6 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# Run as the command, a Ctrl-C while it still imports (a second or more) would end in a traceback
+# from inside whatever library was loading; blocked here, it arrives once main() is ready for it.
+_COMMAND = __name__ == "__main__" or Path(sys.argv[0]).name == "scaling-sweep"
+if _COMMAND:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
@@ -381,9 +387,11 @@ def _order_and_eta(loaded: Loaded, launcher: Any, specs: list[JobSpec]) -> None:
 
         jobs = ordered(specs, order, estimates)
         wall = wall_clock([estimates.jobs[s.job_id].seconds or 0.0 for s in jobs], workers)
+        packing = getattr(launcher, "pack", 1) > 1
+        how = " with every job alone (packs take less)" if packing else ""
+        how += ", cheapest jobs first" if order == "cheapest" and not packing else ""
         console.print(
-            f"estimate: {seconds_text(total)} of device time, about {seconds_text(wall)} on {workers} "
-            f"worker(s){', cheapest jobs first' if order == 'cheapest' else ''}"
+            f"estimate: {seconds_text(total)} of device time, about {seconds_text(wall)} on {workers} worker(s){how}"
         )
 
 
@@ -691,6 +699,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:
+        if _COMMAND:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending Ctrl-C lands here
         return int(args.fn(args) or 0)
     except ConfigError as e:
         return _error(str(e), 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -152,115 +153,225 @@ def run_job(
     """
     sweep = SweepDir(sweep_dir)
     name = sweep_name or sweep.path.name
-    job_id = spec.job_id
-    total = spec_levels(spec)
-    with sweep.lease(job_id) as lease:
-        if lease is None:
-            return "busy"
-        if sweep.is_done(job_id, total):
-            return "skipped"
-        sweep.remove_stale_temps(job_id)  # a killed earlier owner's half-written files
-        mirror = tracking.Mirror(sweep, spec, name)  # the sweep's trackers, if any; it never fails a job
+    with sweep.lease(spec.job_id) as lease:
+        held = _Held.take(spec, sweep, name, device, lease)
+        if isinstance(held, str):
+            return held
         try:
-            return _run_leased(spec, sweep, name, device, total, lease, stop, train_fn, mirror.log)
+            held.prepare()
+
+            def polled() -> bool:
+                lease.check()  # raises LeaseLost: the trainer stops without saving anything
+                return bool(stop and stop())
+
+            # The trainer fences its checkpoint writes too; other train functions only get the step poll.
+            fn, extra = (train_fn, {}) if train_fn else (_default_train_fn(), {"fence": lease.fence})
+            try:
+                held.check_code()
+                result = fn(
+                    spec.trainer_config(),
+                    device,
+                    sweep.ckpt_dir(spec.job_id),
+                    held.emit,
+                    polled,
+                    held.log,
+                    **extra,
+                )
+            except Exception as e:
+                result = e
+            except BaseException:
+                held.abandoned()
+                raise
+            return held.finish(result)
         except LeaseLost:
             return "busy"
         finally:
-            mirror.close()
+            held.close()
 
 
-def _run_leased(
-    spec: JobSpec,
-    sweep: SweepDir,
-    name: str,
-    device: str,
-    total: int,
-    lease: Lease,
-    stop: Callable[[], bool] | None,
-    train_fn: TrainFn | None,
-    track: Callable[[Sequence[Mapping[str, Any]]], None] = lambda levels: None,
-) -> str:
-    """run_job's body while the lease is held; every write is fenced by `lease.fence()`."""
-    job_id = spec.job_id
-    sweep.write_spec(spec)
-    state = sweep.read_state(job_id)
-    sweep.write_state(
-        job_id,
-        status=RUNNING,
-        attempts=int(state.get("attempts", 0)) + 1,
-        levels_total=total,
-        stopped=None,  # set again below if this run ends the trajectory early
-        host=HOST,
-        pid=os.getpid(),
-        device=device,
-    )
-    jd = sweep.job_dir(job_id)
-    log_path = jd / "log.txt"
-    continued = continue_from(sweep, job_id)  # a deeper trajectory starts from the shallower job's last level
-    stamps = finished_times(sweep.rows_path(job_id)) or (
-        finished_times(sweep.rows_path(continued)) if continued else {}
-    )
+def run_pack(
+    specs: Sequence[JobSpec],
+    sweep_dir: str | os.PathLike,
+    device: str = "cpu",
+    *,
+    stop: Callable[[], bool] | None = None,
+    sweep_name: str | None = None,
+    report: Callable[[str, str], None] = lambda job_id, outcome: None,
+) -> dict[str, str]:
+    """Train jobs of one architecture and recipe together (scaling_sweep.train.packed), each leased,
+    checkpointed and recorded exactly as `run_job` does it alone; job id -> outcome.
 
-    def emit(levels: Sequence[Mapping[str, Any]]) -> None:
-        lease.fence()
+    `report(job_id, outcome)` is called as each job ends, the ones that need no training first.
+    """
+    from scaling_sweep.train import packed
+
+    sweep = SweepDir(sweep_dir)
+    name = sweep_name or sweep.path.name
+    outcomes: dict[str, str] = {}
+
+    def ended(job_id: str, outcome: str) -> None:
+        outcomes[job_id] = outcome
+        report(job_id, outcome)
+
+    with contextlib.ExitStack() as leases:
+        held: list[_Held] = []
+        for spec in specs:
+            taken = _Held.take(spec, sweep, name, device, leases.enter_context(sweep.lease(spec.job_id)))
+            if isinstance(taken, str):
+                ended(spec.job_id, taken)
+                continue
+            leases.callback(taken.close)
+            try:
+                taken.prepare()  # (a full disk here stops the pack, as it stops run_job)
+                try:
+                    taken.check_code()
+                except Exception as e:
+                    ended(spec.job_id, taken.finish(e))
+                    continue
+            except LeaseLost:
+                ended(spec.job_id, "busy")
+                continue
+            held.append(taken)
+        if not held:
+            return outcomes
+        members = [
+            packed.Member(
+                h.spec.trainer_config(), sweep.ckpt_dir(h.spec.job_id), h.emit, h.log, h.lease.fence
+            )
+            for h in held
+        ]
+        try:
+            results = packed.run_pack(members, device, lambda: bool(stop and stop()))
+        except BaseException:
+            for h in held:
+                h.abandoned()
+            raise
+        for h, result in zip(held, results):
+            try:
+                outcome = h.finish(result)
+            except LeaseLost:
+                outcome = "busy"
+            ended(h.spec.job_id, outcome)
+    return outcomes
+
+
+class _Held:
+    """One job while this process holds its lease: its state, log and rows, every write fenced."""
+
+    def __init__(
+        self, spec: JobSpec, sweep: SweepDir, name: str, device: str, total: int, lease: Lease
+    ) -> None:
+        self.spec, self.sweep, self.name, self.device, self.total, self.lease = (
+            spec,
+            sweep,
+            name,
+            device,
+            total,
+            lease,
+        )
+        self.mirror = tracking.Mirror(sweep, spec, name)  # the sweep's trackers, if any; it never fails a job
+        self.log_path = sweep.job_dir(spec.job_id) / "log.txt"
+        self.stamps: dict[int, dt.datetime] = {}
+
+    @classmethod
+    def take(cls, spec: JobSpec, sweep: SweepDir, name: str, device: str, lease: Lease | None) -> _Held | str:
+        """The held job, or why it needs no training here: busy (another process holds it) | skipped (done)."""
+        total = spec_levels(spec)
+        if lease is None:
+            return "busy"
+        if sweep.is_done(spec.job_id, total):
+            return "skipped"
+        sweep.remove_stale_temps(spec.job_id)  # a killed earlier owner's half-written files
+        return cls(spec, sweep, name, device, total, lease)
+
+    def prepare(self) -> None:
+        """Mark the job running; set up what a deeper trajectory continues from."""
+        spec, sweep, job_id = self.spec, self.sweep, self.spec.job_id
+        self.lease.fence()
+        sweep.write_spec(spec)
+        state = sweep.read_state(job_id)
+        sweep.write_state(
+            job_id,
+            status=RUNNING,
+            attempts=int(state.get("attempts", 0)) + 1,
+            levels_total=self.total,
+            stopped=None,  # set again below if this run ends the trajectory early
+            host=HOST,
+            pid=os.getpid(),
+            device=self.device,
+        )
+        continued = continue_from(
+            sweep, job_id
+        )  # a deeper trajectory starts from the shallower job's last level
+        self.stamps = finished_times(sweep.rows_path(job_id)) or (
+            finished_times(sweep.rows_path(continued)) if continued else {}
+        )
+
+    def check_code(self) -> None:
+        """User components: importable here (a SLURM node, another directory), and unedited."""
+        if self.spec.code:
+            targets.activate(self.sweep.read_import_paths())
+            targets.verify(self.spec.trainer_config(), self.spec.code)
+
+    def emit(self, levels: Sequence[Mapping[str, Any]]) -> None:
+        self.lease.fence()
         for m in levels:  # a level keeps the time it first finished, through resumes and deepening
-            stamps.setdefault(int(m["level"]), dt.datetime.now(dt.timezone.utc))
-        write_rows(sweep.rows_path(job_id), make_rows(name, spec, levels, stamps))
-        sweep.write_state(job_id, levels_done=len(levels))
-        track(levels)  # the trackers' mirrors, after the rows: the Parquet is the truth
+            self.stamps.setdefault(int(m["level"]), dt.datetime.now(dt.timezone.utc))
+        job_id = self.spec.job_id
+        write_rows(self.sweep.rows_path(job_id), make_rows(self.name, self.spec, levels, self.stamps))
+        self.sweep.write_state(job_id, levels_done=len(levels))
+        self.mirror.log(levels)  # the trackers' mirrors, after the rows: the Parquet is the truth
 
-    def log(line: str) -> None:
-        with open(log_path, "a") as f:
+    def log(self, line: str) -> None:
+        with open(self.log_path, "a") as f:
             f.write(f"{dt.datetime.now().isoformat(timespec='seconds')} {line}\n")
 
-    def polled() -> bool:
-        lease.check()  # raises LeaseLost: the trainer stops without saving anything
-        return bool(stop and stop())
+    def abandoned(self) -> None:
+        """Ctrl-C or exit mid-training: recorded only while the job is still ours."""
+        if self.lease.renew():
+            self.sweep.write_state(self.spec.job_id, status=INTERRUPTED)
 
-    # The trainer fences its checkpoint writes too; other train functions only get the step poll.
-    fn, extra = (train_fn, {}) if train_fn else (_default_train_fn(), {"fence": lease.fence})
-    try:
-        if spec.code:  # user components: importable here (a SLURM node, another directory), and unedited
-            targets.activate(sweep.read_import_paths())
-            targets.verify(spec.trainer_config(), spec.code)
-        levels = fn(spec.trainer_config(), device, sweep.ckpt_dir(job_id), emit, polled, log, **extra)
-    except LeaseLost:
-        log("lease lost: another process took this job over; stopped without writing")
-        raise
-    except BaseException as e:
-        if not isinstance(e, Exception):  # Ctrl-C, exit: recorded only while the job is still ours
-            if lease.renew():
+    def finish(self, result: list | BaseException) -> str:
+        """Record how the training ended: done | interrupted | failed (raises LeaseLost when it is no longer ours)."""
+        sweep, job_id, device = self.sweep, self.spec.job_id, self.device
+        if isinstance(result, LeaseLost):
+            self.log("lease lost: another process took this job over; stopped without writing")
+            raise result
+        self.lease.fence()
+        if isinstance(result, BaseException):
+            if _is_interrupt(result):
                 sweep.write_state(job_id, status=INTERRUPTED)
-            raise
-        lease.fence()
-        if _is_interrupt(e):
-            sweep.write_state(job_id, status=INTERRUPTED)
-            return "interrupted"
-        tb = traceback.format_exc()
-        write_text(
-            jd / "error.txt",
-            f"host {HOST} pid {os.getpid()} device {device} python {platform.python_version()}\n{tb}",
+                return "interrupted"
+            tb = "".join(traceback.format_exception(result))
+            write_text(
+                sweep.job_dir(job_id) / "error.txt",
+                f"host {HOST} pid {os.getpid()} device {device} python {platform.python_version()}\n{tb}",
+            )
+            last = tb.strip().splitlines()[-1] if tb.strip() else repr(result)
+            sweep.write_state(job_id, status=FAILED, error=last)
+            self.log(f"failed: {last}")
+            return "failed"
+        stopped = getattr(result, "stopped", None)
+        problem = level_count_problem(len(result), self.total, stopped)
+        if problem:
+            sweep.write_state(job_id, status=FAILED, error=problem)
+            self.log(f"failed: {problem}")
+            return "failed"
+        # An early stop is a finished trajectory: its levels are all the rows it will ever have.
+        sweep.write_state(
+            job_id, status=DONE, levels_done=len(result), levels_total=len(result), stopped=stopped, error=""
         )
-        last = tb.strip().splitlines()[-1] if tb.strip() else repr(e)
-        sweep.write_state(job_id, status=FAILED, error=last)
-        log(f"failed: {last}")
-        return "failed"
-    lease.fence()
-    stopped = getattr(levels, "stopped", None)
-    problem = level_count_problem(len(levels), total, stopped)
-    if problem:
-        sweep.write_state(job_id, status=FAILED, error=problem)
-        log(f"failed: {problem}")
-        return "failed"
-    # An early stop is a finished trajectory: its levels are all the rows it will ever have.
-    sweep.write_state(
-        job_id, status=DONE, levels_done=len(levels), levels_total=len(levels), stopped=stopped, error=""
-    )
-    log(f"done: {len(levels)} levels" + (f" of {total} planned ({stopped['detail']})" if stopped else ""))
-    shared = store.of(sweep)
-    if shared is not None and shared.publish(sweep, job_id):
-        log(f"published to the store {shared.path}")
-    return "done"
+        self.log(
+            f"done: {len(result)} levels"
+            + (f" of {self.total} planned ({stopped['detail']})" if stopped else "")
+        )
+        shared = store.of(sweep)
+        if shared is not None and shared.publish(sweep, job_id):
+            self.log(f"published to the store {shared.path}")
+        return "done"
+
+    def close(self) -> None:
+        self.mirror.close()
 
 
 def level_count_problem(n: int, planned: int, stopped: Mapping[str, Any] | None) -> str:

@@ -163,7 +163,8 @@ class MLflow:
             self.client.update_run(run_id, status="RUNNING")
         else:
             tags = {"job_id": job.job_id, "sweep": job.sweep, **job.axes}
-            run = self.client.create_run(self._experiment(job, opts), run_name=job.job_id, tags=tags)
+            with self._lock(job):  # a file store's runs are files of the experiment: one writer at a time
+                run = self.client.create_run(self._experiment(job, opts), run_name=job.job_id, tags=tags)
             run_id = run.info.run_id
             params = [Param(k, v) for k, v in job.params.items()]
             for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters per batch
@@ -179,14 +180,20 @@ class MLflow:
         except MlflowException:
             return False
 
-    def _experiment(self, job: Job, opts: TrackingOptions) -> str:
+    @staticmethod
+    def _lock(job: Job) -> Any:
         from filelock import FileLock
 
+        return FileLock(str(job.sweep_dir / ".mlflow-experiment.lock"))
+
+    def _experiment(self, job: Job, opts: TrackingOptions) -> str:
+        """The experiment's id, created by the first job to ask; call with `_lock` held.
+
+        Workers start jobs at the same moment; a file store would give each its own experiment of one name.
+        """
         name = opts.project or job.sweep
-        # Workers start jobs at the same moment; a file store would give each its own experiment of one name.
-        with FileLock(str(job.sweep_dir / ".mlflow-experiment.lock")):
-            found = self.client.get_experiment_by_name(name)
-            return found.experiment_id if found else self.client.create_experiment(name)
+        found = self.client.get_experiment_by_name(name)
+        return found.experiment_id if found else self.client.create_experiment(name)
 
     def log(self, levels: Sequence[Mapping[str, Any]]) -> None:
         from mlflow.entities import Metric

@@ -165,8 +165,8 @@ def test_local_and_slurm_launchers_hand_out_the_cheapest_first(tmp_path, monkeyp
     seen: dict[str, list[float]] = {}
 
     class Pool:
-        def __init__(self, launcher, sweep, specs, fail_fast, progress):
-            seen["local"] = [s.model["width"] for s in specs]
+        def __init__(self, launcher, sweep, packs, fail_fast, progress):
+            seen["local"] = [s.model["width"] for pack in packs for s in pack]
 
         def run(self):
             return local.LaunchResult()

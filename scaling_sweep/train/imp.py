@@ -241,175 +241,238 @@ def _train(
     log: Callable[[str], None],
     fence: Callable[[], None],
 ) -> list[dict]:
-    opts = schema.parse_config(config)  # not checked again: the plan did (grid.expand)
-    user = targets.find(config)  # the user's own model, data and training step, where named
-    dev = torch.device(device)
-    train_opts, prune = opts.train, opts.prune
-    data = load_dataset(opts.data, dev, user.get("data"))
-    model = build(opts, data, dev, user.get("model"))
-    step_fn = make_step(user.get("train.step"))
-    forward = torch.compile(model) if train_opts.compile else model
-    masks = Masks.of(model)
-    log(describe(masks, model))
-    budget = Budget.of(train_opts, data.steps_per_epoch(train_opts.batch_size))
-    final_level = schema.last_level(prune)
-    k_rewind = rewind_step(prune, budget)
-    amp = autocast(dev, train_opts.amp)
-    # A user's model is identified by its whole section (its keys are its constructor's).
-    model_identity = dict(config["model"]) if "model" in user else asdict(opts.model)
-    identity = {"model": model_identity, "prune": asdict(prune), "seed": opts.seed}
+    return train_alone(Trajectory(config, device, ckpt_dir, emit, log, fence), stop)
 
-    # -- resume or start fresh ------------------------------------------------------------------
-    job = Progress()
-    saved = checkpoint.load(ckpt_dir, log)
-    if saved is None:
-        job.init = snapshot(model)
-        # Ours draw from explicit generators; this one is for a user's model and step (dropout,
-        # noise): seeded by the job, saved in every checkpoint, so a resume replays it too.
-        torch.manual_seed(derive_seed(opts.seed, "global"))
-    else:
-        check_identity(ckpt_dir, saved["identity"], identity)
-        job = Progress(
-            saved["levels"],
-            saved["level"],
-            saved["step"],
-            saved["wall_s"],
-            saved["init"],
-            saved["rewind"],
-            saved.get("stopped"),  # absent from checkpoints written before early stops existed
+
+def train_alone(run: Trajectory, stop: Callable[[], bool] = lambda: False) -> Levels:
+    """Every remaining level of one trajectory, with its own optimizer steps."""
+    while run.next_level():
+        train_steps(
+            run.forward,
+            run.optimizer,
+            run.data,
+            run.masks,
+            run.opts.train,
+            run.budget,
+            seed=run.opts.seed,
+            level=run.job.level,
+            start=run.job.step,
+            after_step=partial(_after_step, run, stop),
+            amp=run.amp,
+            step_fn=run.step_fn,
         )
-        started_with = saved.get("threads")  # absent from checkpoints written before it was recorded
-        if started_with and started_with != torch.get_num_threads():
-            log(
-                f"training with {started_with} torch threads, as the job started (this worker has {torch.get_num_threads()})"
-            )
-            torch.set_num_threads(started_with)
-        model.load_state_dict(saved["model"])
-        torch.set_rng_state(saved["rng"])
-        if dev.type == "cuda" and saved.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(saved["rng_cuda"], dev)
-        log(f"resumed at level {job.level}, step {job.step}; {len(job.levels)} levels done")
-        if job.stopped is not None:
-            log(f"the trajectory had ended early: {job.stopped['detail']}")
-        if job.levels:
-            emit(list(job.levels))
-    optimizer_state = saved["optimizer"] if saved is not None else None
+        run.finish_level()
+    return run.result()
 
-    def save(level_clock: float, optimizer: Optimizer | None) -> None:
-        fence()
+
+def _after_step(run: Trajectory, stop: Callable[[], bool], step: int, loss: torch.Tensor) -> None:
+    run.stepped(step, loss)
+    if stop():
+        run.interrupt()
+
+
+class Trajectory:
+    """One job's IMP trajectory, level by level, resumed from its checkpoint directory.
+
+    `run_imp` drives one alone; a pack (train/packed.py) drives several in lockstep and does only
+    the optimizer steps itself. Everything else a level does (prune, rewind, evaluate, record,
+    checkpoint, emit) happens here, so a packed job's checkpoints and rows are those of a lone one.
+    """
+
+    def __init__(
+        self,
+        config: dict,
+        device: str,
+        ckpt_dir: Path,
+        emit: Callable[[list[dict]], None],
+        log: Callable[[str], None] = lambda s: None,
+        fence: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.ckpt_dir, self.emit, self.log, self.fence = ckpt_dir, emit, log, fence
+        self.opts = opts = schema.parse_config(config)  # not checked again: the plan did (grid.expand)
+        user = targets.find(config)  # the user's own model, data and training step, where named
+        self.dev = dev = torch.device(device)
+        train_opts, prune = opts.train, opts.prune
+        self.data = load_dataset(opts.data, dev, user.get("data"))
+        self.model = model = build(opts, self.data, dev, user.get("model"))
+        self.step_fn = make_step(user.get("train.step"))
+        self.forward = torch.compile(model) if train_opts.compile else model
+        self.masks = Masks.of(model)
+        log(describe(self.masks, model))
+        self.budget = Budget.of(train_opts, self.data.steps_per_epoch(train_opts.batch_size))
+        self.final_level = schema.last_level(prune)
+        self.k_rewind = rewind_step(prune, self.budget)
+        self.amp = autocast(dev, train_opts.amp)
+        # A user's model is identified by its whole section (its keys are its constructor's).
+        model_identity = dict(config["model"]) if "model" in user else asdict(opts.model)
+        self.identity = {"model": model_identity, "prune": asdict(prune), "seed": opts.seed}
+        self.optimizer: Optimizer | None = None
+        self.clock = time.perf_counter()  # when this run of the current level began
+
+        # -- resume or start fresh ------------------------------------------------------------------
+        self.job = job = Progress()
+        saved = checkpoint.load(ckpt_dir, log)
+        if saved is None:
+            job.init = snapshot(model)
+            # Ours draw from explicit generators; this one is for a user's model and step (dropout,
+            # noise): seeded by the job, saved in every checkpoint, so a resume replays it too.
+            torch.manual_seed(derive_seed(opts.seed, "global"))
+        else:
+            check_identity(ckpt_dir, saved["identity"], self.identity)
+            self.job = job = Progress(
+                saved["levels"],
+                saved["level"],
+                saved["step"],
+                saved["wall_s"],
+                saved["init"],
+                saved["rewind"],
+                saved.get("stopped"),  # absent from checkpoints written before early stops existed
+            )
+            started_with = saved.get("threads")  # absent from checkpoints written before it was recorded
+            if started_with and started_with != torch.get_num_threads():
+                log(
+                    f"training with {started_with} torch threads, as the job started (this worker has {torch.get_num_threads()})"
+                )
+                torch.set_num_threads(started_with)
+            model.load_state_dict(saved["model"])
+            torch.set_rng_state(saved["rng"])
+            if dev.type == "cuda" and saved.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(saved["rng_cuda"], dev)
+            log(f"resumed at level {job.level}, step {job.step}; {len(job.levels)} levels done")
+            if job.stopped is not None:
+                log(f"the trajectory had ended early: {job.stopped['detail']}")
+            if job.levels:
+                emit(list(job.levels))
+        self.optimizer_state = saved["optimizer"] if saved is not None else None
+
+    def save(self, optimizer: Optimizer | None) -> None:
+        self.fence()
+        job = self.job
         checkpoint.save(
-            ckpt_dir,
+            self.ckpt_dir,
             {
-                "identity": identity,
+                "identity": self.identity,
                 "levels": job.levels,
                 "level": job.level,
                 "step": job.step,
-                "wall_s": job.wall_s + (time.perf_counter() - level_clock),
+                "wall_s": job.wall_s + (time.perf_counter() - self.clock),
                 "init": job.init,
                 "rewind": job.rewind,
                 "stopped": job.stopped,
-                "model": model.state_dict(),
+                "model": self.model.state_dict(),
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
                 "rng": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+                "rng_cuda": torch.cuda.get_rng_state(self.dev) if self.dev.type == "cuda" else None,
                 "threads": torch.get_num_threads(),
             },
         )
 
-    def after_step(level: int, clock: float, optimizer: Optimizer, step: int, loss: torch.Tensor) -> None:
-        job.step = step
-        if level == 0 and step == k_rewind:
-            job.rewind = snapshot(model)
-        epoch, within = divmod(step, budget.steps_per_epoch)
-        every = train_opts.log_every
-        if (every and step % every == 0) or (not every and within == 0):
-            log(f"level {level} epoch {epoch} step {step}: loss {loss.item():.4f}")
-        if (
-            within == 0
-            and train_opts.checkpoint_every > 0
-            and epoch % train_opts.checkpoint_every == 0
-            and step < budget.total_steps
-        ):
-            save(clock, optimizer)
-        if stop():
-            save(clock, optimizer)
-            raise Interrupted(f"stopped at level {level}, step {step}; checkpoint saved")
+    def next_level(self) -> bool:
+        """Start (or resume) the next level: prune and rewind when it is new, a fresh optimizer.
 
-    # -- the levels -------------------------------------------------------------------------------
-    while job.level <= final_level and job.stopped is None:
-        level, clock = job.level, time.perf_counter()
+        False when the trajectory has ended: all its levels done, or an early stop decided here.
+        """
+        job, masks, prune = self.job, self.masks, self.opts.prune
+        if job.level > self.final_level or job.stopped is not None:
+            return False
+        level, self.clock = job.level, time.perf_counter()
         if job.step is None and level > 0:
-            job.stopped = early_stop(job, masks, prune, data.num_classes)
+            job.stopped = early_stop(job, masks, prune, self.data.num_classes)
             if job.stopped is not None:
-                log(job.stopped["detail"])
-                save(clock, None)  # so a resume ends here too, without deciding again
-                break
-        # Where this level's schedule starts: step K when rewinding to step K, else 0.
-        start = k_rewind if (level > 0 and k_rewind is not None) else 0
+                self.log(job.stopped["detail"])
+                self.save(None)  # so a resume ends here too, without deciding again
+                return False
         if job.step is None:
             if level > 0:
-                start_level(model, masks, job, prune, k_rewind)
-            elif k_rewind == 0:
+                start_level(self.model, masks, job, prune, self.k_rewind)
+            elif self.k_rewind == 0:
                 job.rewind = job.init
-            job.step, optimizer_state = start, None
-        optimizer = make_optimizer(model.parameters(), train_opts)  # fresh at every level
-        if optimizer_state is not None:
-            optimizer.load_state_dict(optimizer_state)
-            optimizer_state = None
-        log(
-            f"level {level}/{final_level}: density {masks.density():.4f}, "
-            f"steps {job.step}..{budget.total_steps} ({budget.steps_per_epoch} per epoch)"
+            job.step, self.optimizer_state = self.start, None
+        self.optimizer = make_optimizer(self.model.parameters(), self.opts.train)  # fresh at every level
+        if self.optimizer_state is not None:
+            self.optimizer.load_state_dict(self.optimizer_state)
+            self.optimizer_state = None
+        self.log(
+            f"level {level}/{self.final_level}: density {masks.density():.4f}, "
+            f"steps {job.step}..{self.budget.total_steps} ({self.budget.steps_per_epoch} per epoch)"
         )
+        return True
 
-        train_steps(
-            forward,
-            optimizer,
-            data,
-            masks,
-            train_opts,
-            budget,
-            seed=opts.seed,
-            level=level,
-            start=job.step,
-            after_step=partial(after_step, level, clock, optimizer),
-            amp=amp,
-            step_fn=step_fn,
-        )
+    @property
+    def start(self) -> int:
+        """Where this level's schedule starts: step K when rewinding to step K, else 0."""
+        return self.k_rewind if (self.job.level > 0 and self.k_rewind is not None) else 0
 
-        # -- evaluate, check the masks, record the level ----------------------------------------
+    def _rewinds_at(self, step: int) -> bool:
+        return self.job.level == 0 and step == self.k_rewind
+
+    def _checkpoint_due(self, step: int) -> bool:
+        every = self.opts.train.checkpoint_every
+        epoch, within = divmod(step, self.budget.steps_per_epoch)
+        return within == 0 and every > 0 and epoch % every == 0 and step < self.budget.total_steps
+
+    def needs_model(self, step: int) -> bool:
+        """Whether `stepped(step)` reads the weights (a rewind snapshot or a checkpoint): a pack
+        writes them back into this job's model first."""
+        return self._rewinds_at(step) or self._checkpoint_due(step)
+
+    def stepped(self, step: int, loss: torch.Tensor) -> None:
+        """After optimizer step `step` of this level: the rewind snapshot, the log line, a periodic checkpoint."""
+        self.job.step = step
+        if self._rewinds_at(step):
+            self.job.rewind = snapshot(self.model)
+        epoch, within = divmod(step, self.budget.steps_per_epoch)
+        every = self.opts.train.log_every
+        if (every and step % every == 0) or (not every and within == 0):
+            self.log(f"level {self.job.level} epoch {epoch} step {step}: loss {loss.item():.4f}")
+        if self._checkpoint_due(step):
+            self.save(self.optimizer)
+
+    def interrupt(self) -> None:
+        """Checkpoint mid-level and raise Interrupted (stop() said so)."""
+        self.save(self.optimizer)
+        raise Interrupted(f"stopped at level {self.job.level}, step {self.job.step}; checkpoint saved")
+
+    def finish_level(self) -> None:
+        """Evaluate the trained level, record its metrics, checkpoint, emit the rows."""
+        job, masks, data, train_opts = self.job, self.masks, self.data, self.opts.train
         masks.check()
         test_error, test_loss = evaluate(
-            forward, data.eval_batches("test", train_opts.eval_batch_size), amp, step_fn
+            self.forward, data.eval_batches("test", train_opts.eval_batch_size), self.amp, self.step_fn
         )
         train_error, train_loss = evaluate(
-            forward, data.eval_batches("train", train_opts.eval_batch_size), amp, step_fn
+            self.forward, data.eval_batches("train", train_opts.eval_batch_size), self.amp, self.step_fn
         )
-        steps = budget.total_steps - start
+        steps = self.budget.total_steps - self.start
+        level = job.level
         metrics = {
             "level": level,
             "density": masks.density(),
             "n_train": data.n_train,
-            **param_counts(model, masks),
+            **param_counts(self.model, masks),
             "test_error": test_error,
             "test_loss": test_loss,
             "train_error": train_error,
             "train_loss": train_loss,
-            "epochs": steps / budget.steps_per_epoch,
+            "epochs": steps / self.budget.steps_per_epoch,
             "steps": steps,
-            "budget_unit": budget.unit,
-            "wall_s": job.wall_s + (time.perf_counter() - clock),
-            "device": str(dev),
+            "budget_unit": self.budget.unit,
+            "wall_s": job.wall_s + (time.perf_counter() - self.clock),
+            "device": str(self.dev),
         }
-        log(
+        self.log(
             f"level {level} done: density {metrics['density']:.4f} test_error {test_error:.4f} "
             f"train_error {train_error:.4f} ({metrics['wall_s']:.1f} s)"
         )
         job.levels.append(metrics)
         job.level, job.step, job.wall_s = level + 1, None, 0.0
         # The level's trained weights go into this checkpoint: the next level prunes them.
-        save(time.perf_counter(), None)
-        emit(list(job.levels))
-    return Levels(job.levels, job.stopped)
+        self.clock = time.perf_counter()
+        self.save(None)
+        self.emit(list(job.levels))
+
+    def result(self) -> Levels:
+        return Levels(self.job.levels, self.job.stopped)
 
 
 # A trajectory's length is not part of what a checkpoint must match: a deeper job of the same

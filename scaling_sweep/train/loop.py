@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager as ContextManager
 
 import torch
@@ -51,15 +51,23 @@ def train_steps(
     it may raise to end training early.
     """
     model.train()
+    for step, x, y in level_batches(data, opts, budget, seed=seed, level=level, start=start):
+        loss = optimizer_step(model, optimizer, masks, step_fn, x, y, lr_at(step, opts, budget), amp)
+        after_step(step + 1, loss.detach())
+
+
+def level_batches(
+    data: TrainData, opts: TrainOptions, budget: Budget, *, seed: int, level: int, start: int
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(step, x, y) from step `start` of this level's schedule to its end, each epoch in its seeded order."""
     step = start
     while step < budget.total_steps:
         epoch, skip = divmod(step, budget.steps_per_epoch)
         for x, y in data.train_batches(epoch_seed(seed, level, epoch), opts.batch_size, skip):
-            loss = optimizer_step(model, optimizer, masks, step_fn, x, y, lr_at(step, opts, budget), amp)
+            yield step, x, y
             step += 1
-            after_step(step, loss.detach())
             if step >= budget.total_steps:
-                break
+                return
 
 
 def optimizer_step(
