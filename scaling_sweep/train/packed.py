@@ -122,8 +122,12 @@ class Stack:
             self.buffers[k][i].copy_(b)
         saved = optimizer.buffers if optimizer is not None else None
         for j, k in enumerate(self.param_keys):
-            if k in self.momenta:
-                self.momenta[k][i].copy_(saved[j]) if saved is not None else self.momenta[k][i].zero_()
+            if k not in self.momenta:
+                continue
+            if saved is None:
+                self.momenta[k][i].zero_()
+            else:
+                self.momenta[k][i].copy_(saved[j])
 
     @torch.no_grad()
     def write_back(self, i: int, model: nn.Module, optimizer: SGD | None, stepped: bool) -> None:
@@ -394,7 +398,7 @@ def _run_pack(
             for lv, loss in zip(group, losses):
                 lv.stepped = True
                 step = lv.pending[0] + 1
-                if lv.run.needs_model(step):  # (a member that left above shifted the rows)
+                if lv.run.needs_model(step):  # its row now: a member that failed above has left
                     stack.write_back(live.index(lv), lv.run.model, lv.run.optimizer, True)
                 try:
                     lv.run.stepped(step, loss)
@@ -405,7 +409,7 @@ def _run_pack(
                 stack.write_back(row, lv.run.model, lv.run.optimizer, lv.stepped)
                 try:
                     lv.run.interrupt()
-                except BaseException as e:  # Interrupted, or the job's lease was lost
+                except Exception as e:  # Interrupted, or the job's lease was lost
                     results[lv.index] = e
             return results  # type: ignore[return-value]
         for lv in list(live):
