@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -180,23 +181,23 @@ def trainer(levels_done: int = 0, fail_after: int | None = None):
     return train
 
 
-@pytest.fixture
-def sweep(tmp_path, monkeypatch):
-    """A frozen smoke sweep of one job (3 levels) with tracking=[tensorboard,mlflow]; the sweep dir and spec."""
-    monkeypatch.setattr(tracking, "_warned", set())
-    cfg = config.compose(
-        [
-            "sweep=smoke",
-            f"out_dir={tmp_path}",
-            "grid.model.width=[0.5]",
-            "grid.data.fraction=[1]",
-            "tracking=[tensorboard,mlflow]",
-        ]
-    )
+ONE_JOB = ["sweep=smoke", "grid.model.width=[0.5]", "grid.data.fraction=[1]"]
+
+
+def one_job_sweep(tmp_path: Path, *overrides: str) -> tuple[SweepDir, Any]:
+    """A frozen smoke sweep of one job (3 levels) composed with `overrides`; the sweep dir and spec."""
+    cfg = config.compose([*ONE_JOB, f"out_dir={tmp_path}", *overrides])
     sweep = SweepDir(tmp_path / "smoke")
     sweep.create(config.to_yaml(cfg))
-    (spec,) = expand(composed("sweep=smoke", "grid.model.width=[0.5]", "grid.data.fraction=[1]")).specs
+    (spec,) = expand(composed(*ONE_JOB)).specs
     return sweep, spec
+
+
+@pytest.fixture
+def sweep(tmp_path, monkeypatch):
+    """The one-job sweep with tracking=[tensorboard,mlflow]."""
+    monkeypatch.setattr(tracking, "_warned", set())
+    return one_job_sweep(tmp_path, "tracking=[tensorboard,mlflow]")
 
 
 def mlflow_history(sweep_dir: Path, metric: str = "test_error") -> tuple[str, list[tuple[int, float]]]:
@@ -261,12 +262,7 @@ def test_a_missing_tracker_package_is_one_warning_naming_the_extra(sweep, monkey
 
 
 def test_settings_of_the_latest_launch_reach_the_job_through_tracking_json(tmp_path):
-    cfg = config.compose(
-        ["sweep=smoke", f"out_dir={tmp_path}", "grid.model.width=[0.5]", "grid.data.fraction=[1]"]
-    )
-    sweep = SweepDir(tmp_path / "smoke")
-    sweep.create(config.to_yaml(cfg))
-    (spec,) = expand(composed("sweep=smoke", "grid.model.width=[0.5]", "grid.data.fraction=[1]")).specs
+    sweep, spec = one_job_sweep(tmp_path)
     assert tracking.settings(sweep.path).to == []
     # What `resume DIR tracking=[tensorboard]` makes of the frozen config, recorded at launch.
     loaded = load_existing(str(sweep.path), ["tracking=[tensorboard]"], trains_here=False)
@@ -278,12 +274,7 @@ def test_settings_of_the_latest_launch_reach_the_job_through_tracking_json(tmp_p
 
 
 def test_no_tracking_writes_nothing_and_imports_no_tracker(tmp_path):
-    cfg = config.compose(
-        ["sweep=smoke", f"out_dir={tmp_path}", "grid.model.width=[0.5]", "grid.data.fraction=[1]"]
-    )
-    sweep = SweepDir(tmp_path / "smoke")
-    sweep.create(config.to_yaml(cfg))
-    (spec,) = expand(composed("sweep=smoke", "grid.model.width=[0.5]", "grid.data.fraction=[1]")).specs
+    sweep, spec = one_job_sweep(tmp_path)
     sys.modules.pop("wandb", None)
     assert run_job(spec, sweep.path, train_fn=trainer()) == "done"
     assert not (sweep.job_dir(spec.job_id) / "tracked.json").exists()
