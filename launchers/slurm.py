@@ -1,7 +1,8 @@
 """The SLURM launcher: a sweep's jobs as submitit job arrays, submitted and left to run; the disk keeps the state.
 
-`launch` packs jobs into array tasks (`jobs_per_task`), splits the tasks into arrays of at most the
-cluster's MaxArraySize, submits each through submitit and records which job ids each task of each
+`launch` cuts the jobs into array tasks: each pack of jobs that train together (`launcher.pack`,
+scaling_sweep.packing) is one task, and jobs that train alone go `jobs_per_task` to a task. It
+splits the tasks into arrays of at most the cluster's MaxArraySize, submits each through submitit and records which job ids each task of each
 array runs in `slurm/arrays/<array id>.json`. `slurm_states` and `cancel` read those records back
 and ask SLURM about all of them with one `squeue` call. What runs inside a task is `slurm_task.py`.
 """
@@ -21,6 +22,8 @@ from launchers.slurm_task import SweepTask
 from scaling_sweep.atomic import read_json, write_json
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.estimate import Estimates, check_order, ordered
+from scaling_sweep.packing import describe as describe_packs
+from scaling_sweep.packing import form_packs, pack_size
 from scaling_sweep.spec import JobSpec
 from scaling_sweep.sweep import SweepDir
 
@@ -50,6 +53,7 @@ class SlurmOptions:
     sbatch: Mapping[str, Any] = field(default_factory=dict)
     job_name: str | None = None
     order: str = "cheapest"  # cheapest jobs first in the arrays (by the estimate), or grid: as declared
+    pack: Any = "auto"  # jobs that share a model and recipe train as one stacked program in one task
 
     @classmethod
     def parse(cls, cfg: Mapping[str, Any]) -> SlurmOptions:
@@ -74,6 +78,7 @@ class SlurmOptions:
         if opts.device != "auto" and opts.device != "cpu" and not opts.device.startswith("cuda"):
             raise ConfigError(f"launcher.device={opts.device!r}: use auto, cpu or cuda")
         check_order(opts.order)
+        pack_size(opts.pack)
         if opts.signal_delay_s >= opts.time_min * 60:
             raise ConfigError(
                 f"launcher.signal_delay_s={opts.signal_delay_s}: must be shorter than the time limit "
@@ -87,8 +92,21 @@ class SlurmOptions:
         return "cuda:0" if self.device == "cuda" else self.device
 
 
-def _pack(specs: Sequence[JobSpec], per_task: int) -> list[list[JobSpec]]:
-    return [list(specs[i : i + per_task]) for i in range(0, len(specs), per_task)]
+def _tasks(specs: Sequence[JobSpec], opts: SlurmOptions) -> list[tuple[list[JobSpec], bool]]:
+    """Array tasks in the order of `specs`, each with whether its jobs train as one pack: each pack
+    is one task (never split to fill the cluster: a smaller pack trains less efficiently, and
+    `launcher.pack=N` caps its size), and jobs that train alone go `jobs_per_task` to a task."""
+    tasks: list[tuple[list[JobSpec], bool]] = []
+    alone: list[JobSpec] = []
+    for unit in form_packs(specs, pack_size(opts.pack)):
+        if len(unit) > 1:
+            tasks.append((unit, True))
+            continue
+        alone += unit
+        if len(alone) == opts.jobs_per_task:
+            tasks.append((alone, False))
+            alone = []
+    return tasks + ([(alone, False)] if alone else [])
 
 
 def _records(sweep: SweepDir) -> list[dict[str, Any]]:
@@ -173,8 +191,9 @@ class SlurmLauncher:
             parts.append(f"{o.gpus_per_task} gpu")
         if o.mem_gb:
             parts.append(f"{o.mem_gb:g} GB")
+        packs = "off" if pack_size(o.pack) == 1 else f"packs of up to {pack_size(o.pack)} jobs a task"
         parts.append(
-            f"{o.jobs_per_task} job(s) per task, at most {o.array_parallelism} tasks running per array"
+            f"{o.jobs_per_task} job(s) per task, {packs}, at most {o.array_parallelism} tasks running per array"
         )
         return ", ".join(parts)
 
@@ -189,7 +208,8 @@ class SlurmLauncher:
         if not todo:
             result.message = f"nothing to submit ({result.outcomes['queued']} jobs already queued or running)"
             return result
-        tasks = _pack(ordered(todo, self.options.order, self.estimates), self.options.jobs_per_task)
+        tasks = _tasks(ordered(todo, self.options.order, self.estimates), self.options)
+        packed = [jobs for jobs, is_pack in tasks if is_pack]
         limit = slurm_cluster.max_array_size()
         arrays = []
         for start in range(0, len(tasks), limit):
@@ -202,15 +222,16 @@ class SlurmLauncher:
                 raise
         result.outcomes["submitted"] = len(todo)
         queued = f"; {result.outcomes['queued']} already on the cluster" if on_cluster else ""
+        packs = f" ({describe_packs(packed)}, a task each)" if packed else ""
         result.message = (
-            f"submitted {len(todo)} jobs as {len(tasks)} SLURM task(s) in "
+            f"submitted {len(todo)} jobs as {len(tasks)} SLURM task(s){packs} in "
             f"{'array' if len(arrays) == 1 else 'arrays'} {', '.join(arrays)}{queued}; "
             f"logs in {sweep.slurm_dir / 'logs'}"
         )
         return result
 
     # -- submission ------------------------------------------------------------------------------
-    def _submit(self, sweep: SweepDir, tasks: list[list[JobSpec]]) -> str:
+    def _submit(self, sweep: SweepDir, tasks: list[tuple[list[JobSpec], bool]]) -> str:
         from submitit.core.utils import FailedJobError
 
         executor = self._executor(sweep)
@@ -227,9 +248,10 @@ class SlurmLauncher:
                             [s.to_dict() for s in group],
                             device,
                             threads,
+                            pack=is_pack,
                         )
                     )
-                    for group in tasks
+                    for group, is_pack in tasks
                 ]
         except FailedJobError as e:
             raise ConfigError(
@@ -243,7 +265,7 @@ class SlurmLauncher:
                 "array_id": array_id,
                 "job_name": name,
                 "array": "_" in jobs[0].job_id,
-                "tasks": [[s.job_id for s in group] for group in tasks],
+                "tasks": [[s.job_id for s in group] for group, _ in tasks],
                 "submitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             },
         )

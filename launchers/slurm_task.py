@@ -1,4 +1,4 @@
-"""What runs inside one SLURM array task: `run_job` for each of its jobs; checkpoint and requeue on SLURM's signals.
+"""What runs inside one SLURM array task: its pack (`run_pack`) or `run_job` for each of its jobs; checkpoint and requeue on SLURM's signals.
 
 submitit's own handler for its timeout/preemption signal (USR2 by default) checkpoints the callable
 and requeues from inside the signal handler, i.e. in the middle of an optimizer step, where the
@@ -6,7 +6,7 @@ trainer cannot save its state. So the task swaps in handlers that only raise a f
 polls it through `stop` after every step, saves a checkpoint and returns "interrupted"; then the
 task hands over to submitit's handler, which pickles this task, runs `scontrol requeue` and exits.
 The requeued task runs the same jobs again: finished ones are skipped (done-markers), the
-interrupted one resumes from its checkpoint.
+interrupted ones resume from their checkpoints (a pack's jobs each from its own).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class StopSignals:
 
 
 class SweepTask(Checkpointable):
-    """One array task: its jobs run one after another in this process; requeued as a whole."""
+    """One array task: its jobs train as one pack, or one after another, in this process; requeued as a whole."""
 
     def __init__(
         self,
@@ -86,6 +86,7 @@ class SweepTask(Checkpointable):
         device: str = "cpu",
         threads: int | None = None,
         busy_wait_s: float = BUSY_WAIT_S,
+        pack: bool = False,
     ) -> None:
         self.sweep_dir = sweep_dir
         self.sweep_name = sweep_name
@@ -93,6 +94,7 @@ class SweepTask(Checkpointable):
         self.device = device
         self.threads = threads
         self.busy_wait_s = busy_wait_s
+        self.pack = pack
 
     @property
     def job_ids(self) -> list[str]:
@@ -128,22 +130,31 @@ class SweepTask(Checkpointable):
         return outcomes
 
     def run_all(self, stop: Callable[[], bool]) -> dict[str, str]:
-        """run_job for each job in turn; jobs another process holds are retried until its lease goes stale."""
-        from scaling_sweep.job import run_job
+        """The pack, or run_job for each job in turn; jobs another process holds are retried until its lease goes stale."""
+        from scaling_sweep.job import run_job, run_pack
 
         outcomes: dict[str, str] = {}
+
+        def report(job_id: str, outcome: str) -> None:
+            outcomes[job_id] = outcome
+            print(f"job {job_id}: {outcome}", flush=True)
+
         todo = [JobSpec.from_dict(s) for s in self.specs]
         deadline = time.monotonic() + self.busy_wait_s
         while todo and not stop():
-            busy = []
-            for spec in todo:
-                if stop():
-                    break
-                outcome = run_job(spec, self.sweep_dir, self.device, stop=stop, sweep_name=self.sweep_name)
-                outcomes[spec.job_id] = outcome
-                print(f"job {spec.job_id}: {outcome}", flush=True)
-                if outcome == "busy":
-                    busy.append(spec)
+            if getattr(self, "pack", False) and len(todo) > 1:  # (a task pickled before packs had none)
+                run_pack(
+                    todo, self.sweep_dir, self.device, stop=stop, sweep_name=self.sweep_name, report=report
+                )
+            else:
+                for spec in todo:
+                    if stop():
+                        break
+                    outcome = run_job(
+                        spec, self.sweep_dir, self.device, stop=stop, sweep_name=self.sweep_name
+                    )
+                    report(spec.job_id, outcome)
+            busy = [spec for spec in todo if outcomes.get(spec.job_id) == "busy"]
             todo = busy
             if not todo or time.monotonic() >= deadline:
                 break

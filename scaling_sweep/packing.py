@@ -126,4 +126,5 @@ def describe(packs: Sequence[Sequence[JobSpec]]) -> str:
     sizes = sorted({len(p) for p in together})
     size = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
     jobs = sum(len(p) for p in together)
-    return f"{jobs} jobs in {len(together)} packs of {size}" + (f", {alone} alone" if alone else "")
+    packs = f"{len(together)} pack{'s' if len(together) > 1 else ''}"
+    return f"{jobs} jobs in {packs} of {size}" + (f", {alone} alone" if alone else "")

@@ -1,4 +1,4 @@
-"""Sweeps on a real SLURM cluster through the CLI: arrays, timeout requeue with resume, scancel + resume, packing, splitting.
+"""Sweeps on a real SLURM cluster through the CLI: arrays, timeout requeue with resume, scancel + resume, jobs per task, packs, splitting.
 
 CI runs these against the single-node cluster of `.ci/slurm-up.sh`; elsewhere they are skipped
 when no `sbatch` is on PATH.
@@ -30,7 +30,7 @@ from tests.test_targets import MODEL
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 
-SMOKE = [
+CLUSTER = [
     "sweep=smoke",
     "launcher=slurm",
     "launcher.array_parallelism=2",
@@ -38,6 +38,7 @@ SMOKE = [
     "launcher.signal_delay_s=60",
     "fit.enabled=false",
 ]
+SMOKE = [*CLUSTER, "launcher.pack=off"]  # a task per job: the tests below count and cancel tasks
 ONE_JOB = ["grid.model.width=[0.5]", "grid.data.fraction=[1.0]"]
 
 
@@ -152,6 +153,37 @@ def test_preempted_packed_task_requeues_skips_its_finished_job_and_resumes_the_o
     assert_resumed_from_checkpoint(log, levels=2)
     task_log = next((sweep / "slurm" / "logs").glob(f"{slurm_job}/*_log.out")).read_text()
     assert f"job {first}: skipped" in task_log
+    assert_every_row_once(sweep, 2, levels=2)
+
+
+def test_a_pack_is_one_task_and_a_preempted_pack_resumes_each_job_from_its_checkpoint(tmp_path):
+    import json
+
+    import submitit
+
+    # Two jobs of one width, data fractions 0.5 and 1: one pack, trained as one stacked program.
+    p = cli(
+        "run", f"out_dir={tmp_path}", *CLUSTER, "grid.model.width=[0.5]", "prune.levels=1", "train.epochs=100"
+    )
+    assert "submitted 2 jobs as 1 SLURM task(s) (2 jobs in 1 pack of 2, a task each)" in p.stdout
+    sweep = tmp_path / "smoke"
+    [record] = records(sweep)
+    [jobs] = record["tasks"]
+    slurm_job = record["array_id"]
+    logs = [sweep / "jobs" / job / "log.txt" for job in jobs]
+    wait_for(
+        lambda: all(log_reached(log, "level 0 epoch 5 ") for log in logs), 120, "the pack to train", sweep
+    )
+
+    submitit.SlurmJob(folder=sweep / "slurm" / "logs" / "%j", job_id=slurm_job)._interrupt(timeout=False)
+    release_requeued(slurm_job)
+    state = wait_done(sweep, 2)
+
+    for job, log in zip(jobs, logs):
+        assert state[job].attempts == 2
+        assert_resumed_from_checkpoint(log, levels=2)
+        assert "packed: 2 jobs train as one stacked program" in log.read_text()
+    assert len({json.loads((sweep / "jobs" / j / "state.json").read_text())["pid"] for j in jobs}) == 1
     assert_every_row_once(sweep, 2, levels=2)
 
 

@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from launchers import slurm_cluster
-from launchers.slurm import SlurmLauncher, SlurmOptions, _pack, slurm_states
+from launchers.slurm import SlurmLauncher, SlurmOptions, _tasks, slurm_states
 from scaling_sweep.errors import ConfigError
 from scaling_sweep.spec import JobSpec
 from scaling_sweep.sweep import SweepDir
@@ -29,13 +29,13 @@ def fake_slurm_bin(tmp_path: Path, **outputs: str) -> Path:
     return bin_dir
 
 
-def spec(width: float) -> JobSpec:
+def spec(width: float, seed: int = 0, model: str = "mlp") -> JobSpec:
     return JobSpec(
-        model={"name": "mlp", "width": width, "depth": 2},
+        model={"name": model, "width": width, "depth": 2},
         data={"name": "mnist1d", "fraction": 1.0},
         train={"epochs": 1},
         prune={"method": "imp", "levels": 2, "rewind": "init"},
-        seed=0,
+        seed=seed,
     )
 
 
@@ -79,9 +79,32 @@ def test_unknown_partition_lists_the_clusters_partitions(tmp_path, monkeypatch):
     SlurmLauncher.from_config({"name": "slurm", "partition": "gpu"})
 
 
-def test_jobs_are_packed_in_order():
-    specs = [spec(w) for w in (1, 2, 3, 4, 5)]
-    assert [[s.model["width"] for s in t] for t in _pack(specs, 2)] == [[1, 2], [3, 4], [5]]
+def test_jobs_alone_go_jobs_per_task_to_a_task_in_order():
+    specs = [spec(w) for w in (1, 2, 3, 4, 5)]  # no two share a model: none pack
+    tasks = _tasks(specs, SlurmOptions(jobs_per_task=2))
+    assert [([s.model["width"] for s in t], packed) for t, packed in tasks] == [
+        ([1, 2], False),
+        ([3, 4], False),
+        ([5], False),
+    ]
+
+
+def test_each_pack_is_one_task_never_split_and_the_rest_go_jobs_per_task():
+    seeds = [spec(0.5, seed) for seed in range(5)]  # one model and recipe: one pack
+    others = [spec(0.5, 0, model="cifar_resnet"), spec(1, 0, model="cifar_resnet")]  # no stacked program
+    tasks = _tasks(seeds + others, SlurmOptions(jobs_per_task=2))
+    assert [(len(t), packed) for t, packed in tasks] == [(5, True), (2, False)]
+    assert {s.seed for s in tasks[0][0]} == set(range(5))
+    capped = _tasks(seeds, SlurmOptions(pack=2))  # at most 2 a pack: near-equal packs
+    assert sorted((len(t), packed) for t, packed in capped) == [(1, False), (2, True), (2, True)]
+    assert [(len(t), packed) for t, packed in _tasks(seeds, SlurmOptions(pack="off", jobs_per_task=5))] == [
+        (5, False)  # the same jobs with packing off: one after another in one task
+    ]
+
+
+def test_a_bad_pack_value_names_the_allowed_ones():
+    with pytest.raises(ConfigError, match=r"launcher.pack='some': auto .*, off, or the most jobs per pack"):
+        SlurmOptions.parse({"name": "slurm", "pack": "some"})
 
 
 def test_device_follows_the_gpus():

@@ -50,3 +50,31 @@ def test_a_finished_task_ignores_late_time_limit_signals(tmp_path):
     assert task() == {specs[0].job_id: "done"}
     assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN == signal.getsignal(signal.SIGTERM)
     os.kill(os.getpid(), signal.SIGUSR2)  # as SLURM's warning would, while the task exits
+
+
+def _measured(sweep: SweepDir, job_id: str) -> list[tuple]:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(sweep.rows_path(job_id)).to_pylist()
+    return [(r["level"], r["density"], r["test_loss"], r["train_loss"], r["test_error"]) for r in rows]
+
+
+def test_a_packed_task_trains_as_one_program_and_resumes_each_job_after_a_stop(tmp_path):
+    two = "grid.data.fraction=[0.5,1]"  # one model and recipe: one pack
+    whole, specs, task = _task(tmp_path / "whole", two)
+    task.pack = True
+    assert task.run_all(lambda: False) == {s.job_id: "done" for s in specs}
+    for s in specs:
+        assert (
+            "packed: 2 jobs train as one stacked program" in (whole.job_dir(s.job_id) / "log.txt").read_text()
+        )
+
+    cut, _, task = _task(tmp_path / "cut", two)
+    task.pack = True
+    polls = iter(range(10**6))
+    assert set(task.run_all(lambda: next(polls) >= 40).values()) == {"interrupted"}  # a stop mid-level
+    assert task.run_all(lambda: False) == {s.job_id: "done" for s in specs}  # as a requeued task would
+    for s in specs:
+        # Each job from its own checkpoint: the uninterrupted numbers, bit for bit, each level once.
+        assert _measured(cut, s.job_id) == _measured(whole, s.job_id)
+        assert len(_measured(cut, s.job_id)) == len({row[0] for row in _measured(cut, s.job_id)}) > 1
