@@ -164,11 +164,13 @@ def rates_from_rows(rows: Iterable[Mapping[str, Any]]) -> Rates | None:
     """Rates fitted to finished levels: wall_s = step_s x steps + level_s (least squares; level_s >= 0).
 
     Evaluation and checkpoints are in level_s (and, where they grow with the data as steps do, in step_s).
+    Levels trained in a pack (`pack` > 1) are left out: their wall_s is the whole pack's time, not
+    what the job takes alone, which is what estimates are.
     """
     pts = [
         (float(r["steps"]), float(r["wall_s"]))
         for r in rows
-        if r.get("steps") and r.get("wall_s") is not None
+        if r.get("steps") and r.get("wall_s") is not None and int(r.get("pack") or 1) == 1
     ]
     if not pts:
         return None
@@ -454,7 +456,8 @@ def wall_clock(seconds: Sequence[float], workers: int, busy: Sequence[float] = (
 
 
 def finished_rows(sweep: Any, specs: Iterable[JobSpec]) -> list[tuple[JobSpec, list[dict[str, Any]]]]:
-    """(spec, its rows: level, steps, wall_s) of done jobs whose rows file reads (others are left out)."""
+    """(spec, its rows: level, steps, wall_s, pack) of done jobs whose rows file reads (others are left
+    out); `pack`: how many jobs trained in its last run's pack (1: alone), from its state."""
     from scaling_sweep.results import read_rows
 
     out = []
@@ -463,7 +466,8 @@ def finished_rows(sweep: Any, specs: Iterable[JobSpec]) -> list[tuple[JobSpec, l
             table = read_rows(sweep.rows_path(spec.job_id)).select(["level", "steps", "wall_s"])
         except Exception:  # a damaged file is status's to report; an estimate just does without it
             continue
-        out.append((spec, table.to_pylist()))
+        pack = int(sweep.read_state(spec.job_id).get("pack") or 1)
+        out.append((spec, [dict(r, pack=pack) for r in table.to_pylist()]))
     return out
 
 

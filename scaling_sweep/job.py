@@ -234,6 +234,9 @@ def run_pack(
             held.append(taken)
         if not held:
             return outcomes
+        for h in held:
+            h.lease.fence()
+            sweep.write_state(h.spec.job_id, pack=len(held))
         members = [
             packed.Member(
                 h.spec.trainer_config(), sweep.ckpt_dir(h.spec.job_id), h.emit, h.log, h.lease.fence
@@ -299,6 +302,7 @@ class _Held:
             host=HOST,
             pid=os.getpid(),
             device=self.device,
+            pack=1,  # jobs sharing its steps; run_pack sets it (estimates take rates from lone jobs only)
         )
         continued = continue_from(
             sweep, job_id

@@ -118,6 +118,30 @@ def test_rates_fitted_to_finished_levels_predict_a_job_of_the_same_kind_exactly(
     )
 
 
+def test_levels_trained_in_a_pack_give_no_rates_only_lone_ones_do(tmp_path):
+    """A packed job's wall_s is its whole pack's time: taken as its own, it would double a plan's estimate."""
+    from scaling_sweep.cli import load_new
+    from scaling_sweep.config import to_yaml
+    from scaling_sweep.job import run_job, run_pack
+
+    loaded = load_new([f"out_dir={tmp_path}", *SMOKE, "grid.model.width=[0.5]"])
+    loaded.sweep.create(to_yaml(loaded.cfg))
+    packed, alone = loaded.plan.specs  # fractions 0.5 and 1 of one width
+    assert run_pack([packed], loaded.sweep.path, "cpu", sweep_name="smoke") == {packed.job_id: "done"}
+    assert run_job(alone, loaded.sweep.path, "cpu", sweep_name="smoke") == "done"
+    finished = dict((s.job_id, rows) for s, rows in estimate.finished_rows(loaded.sweep, loaded.plan.specs))
+    assert {r["pack"] for r in finished[packed.job_id]} == {1} == {r["pack"] for r in finished[alone.job_id]}
+    assert estimate.rates_from_rows(finished[packed.job_id]) is not None  # a pack of one: stepped alone
+
+    loaded.sweep.write_state(packed.job_id, pack=9)  # as a pack of 9 records it
+    finished = dict((s.job_id, rows) for s, rows in estimate.finished_rows(loaded.sweep, loaded.plan.specs))
+    assert {r["pack"] for r in finished[packed.job_id]} == {9}
+    assert estimate.rates_from_rows(finished[packed.job_id]) is None
+    assert estimate.rates_from_rows(
+        finished[packed.job_id] + finished[alone.job_id]
+    ) == estimate.rates_from_rows(finished[alone.job_id])
+
+
 def _counts(spec: JobSpec) -> tuple[int, int, int]:
     c = estimate.census_of(spec)
     return c.params_prunable, c.prunable_tensors, 10
@@ -192,7 +216,11 @@ def test_local_and_slurm_launchers_hand_out_the_cheapest_first(tmp_path, monkeyp
     monkeypatch.setattr(slurm.slurm_cluster, "max_array_size", lambda: 1000)
     monkeypatch.setattr(sl, "_submit", lambda sweep, tasks: submitted.extend(tasks) or "1")
     sl.launch(SweepDir(tmp_path), specs)
-    assert [group[0].model["width"] for group in submitted] == [0.5, 1.0, 2.0]
+    assert [(group[0].model["width"], packed) for group, packed in submitted] == [
+        (0.5, False),
+        (1.0, False),
+        (2.0, False),
+    ]
 
 
 def test_a_bad_order_is_one_line(capsys, tmp_path):
