@@ -1,6 +1,6 @@
 """Packed vs unpacked: the default sweep's jobs per hour, and the share of the FLOP limit, on this machine.
 
-Run: python benchmarks/packing.py [--rounds N] [overrides...]   (~10 min on 2 cores with 3 rounds)
+Run: python benchmarks/packing.py [--rounds N] [--why] [overrides...]   (~10 min on 2 cores with 3 rounds)
 
 Each round runs the default sweep through the CLI twice in fresh directories, with the same workers
 (launcher defaults: one 1-thread worker per core): once with launcher.pack=off (one model per
@@ -13,6 +13,11 @@ The FLOP limit is a 2048 x 2048 fp32 matmul on one thread, measured here in this
 number of workers. A sweep's FLOPs are the forward + backward FLOPs of one training step of each
 model (torch.utils.flop_counter, batch 128, dense: a pruned weight still costs its multiply in a
 dense kernel) times the steps each job trained (the `steps` column of its rows).
+
+`--why` (about 2 more minutes) also measures where the ratio goes: one model's training step alone
+against its share of a stacked step of 3 and of 9 models, per width; and each width's 9 jobs of the
+default sweep in one process, one after another against one pack, the two widths side by side in two
+processes as the two workers run them.
 """
 
 from __future__ import annotations
@@ -69,6 +74,111 @@ def step_flops(width: float, depth: int, batch: int = 128) -> float:
     return float(counter.get_total_flops())
 
 
+def step_ms(width: float, k: int, steps: int = 200) -> float:
+    """ms per training step of 128 on one thread: one model alone (k=0, the trainer's own step), or
+    one model's share of a stacked step of k (train/packed.py)."""
+    import torch
+
+    from scaling_sweep.schema import ModelOptions
+    from scaling_sweep.train.loop import optimizer_step
+    from scaling_sweep.train.models import build_model
+    from scaling_sweep.train.optim import SGD
+    from scaling_sweep.train.packed import Stack, keep_freed_memory
+    from scaling_sweep.train.pruning import Masks, attach_masks
+    from scaling_sweep.train.steps import CLASSIFICATION
+
+    keep_freed_memory()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        models = []
+        for _ in range(max(k, 1)):
+            model = build_model(ModelOptions(name="cnn1d", width=width, depth=3), (1, 40), 10)
+            attach_masks(model, True, None, None)
+            models.append(model)
+        x, y = torch.randn(max(k, 1), 128, 1, 40), torch.randint(0, 10, (max(k, 1), 128))
+        if k == 0:
+            model, masks = models[0], Masks.of(models[0])
+            optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+            def step() -> None:
+                optimizer_step(model, optimizer, masks, CLASSIFICATION, x[0], y[0], 0.1)
+
+        else:
+            stack, rows = Stack(models, 0.9, False, 5e-4), list(range(k))
+
+            def step() -> None:
+                stack.step(rows, x, y, [0.1] * k)
+
+        for _ in range(steps // 4):
+            step()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return (time.perf_counter() - t0) / steps * 1e3 / max(k, 1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def one_width(width: float, packed: bool) -> float:
+    """Seconds to train the default sweep's 9 jobs of one width in this process: one pack, or one after another."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from scaling_sweep import config
+    from scaling_sweep.grid import expand
+    from scaling_sweep.train.imp import run_imp
+    from scaling_sweep.train.packed import Member, run_pack
+
+    torch.set_num_threads(1)
+    cfg = config.compose([f"grid.model.width=[{width}]"])
+    configs = [s.trainer_config() for s in expand(OmegaConf.to_container(cfg, resolve=True)).specs]
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        if packed:
+            run_pack([Member(c, Path(out) / str(i), lambda rows: None) for i, c in enumerate(configs)], "cpu")
+        else:
+            for i, c in enumerate(configs):
+                run_imp(c, "cpu", Path(out) / str(i), lambda rows: None)
+        return time.perf_counter() - t0
+
+
+def why() -> None:
+    print("why (one thread, a training step of 128):")
+    for width in (0.25, 0.5, 1.0):
+        alone = step_ms(width, 0)
+        shares = ", ".join(f"of {k}: {step_ms(width, k):.2f} ms" for k in (3, 9))
+        ratios = ", ".join(f"{alone / step_ms(width, k):.1f}x" for k in (3, 9))
+        print(
+            f"  cnn1d width {width:g}: alone {alone:.2f} ms; a model's share of a stacked step {shares} ({ratios})"
+        )
+    print("each width's 9 jobs in one process, the two widths side by side (as the two workers run them):")
+    seconds: dict[tuple[float, bool], float] = {}
+    for packed in (False, True):
+        procs = {
+            w: subprocess.Popen(
+                [sys.executable, __file__, "--one-width", str(w), "pack" if packed else "alone"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for w in (0.25, 0.5)
+        }
+        for w, proc in procs.items():
+            out, _ = proc.communicate()
+            seconds[w, packed] = float(out.strip().splitlines()[-1])
+    for w in (0.25, 0.5):
+        print(
+            f"  width {w:g}: one after another {seconds[w, False]:.1f} s, one pack {seconds[w, True]:.1f} s "
+            f"({seconds[w, False] / seconds[w, True]:.2f}x)"
+        )
+    alone = seconds[0.25, False] + seconds[0.5, False]
+    longest = max(seconds[0.25, True], seconds[0.5, True])
+    print(
+        f"  two workers wait for the longer pack: ({seconds[0.25, False]:.1f} + {seconds[0.5, False]:.1f}) / 2 "
+        f"/ {longest:.1f} = {alone / 2 / longest:.2f}x"
+    )
+
+
 def run_sweep(out: str, pack: str, extra: list[str]) -> tuple[float, Path]:
     """One run through the CLI; the launch's seconds and the sweep directory."""
     name = f"pack_{pack}"
@@ -110,8 +220,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=sorted(SUBSETS), help="one set of jobs instead of both")
+    parser.add_argument("--why", action="store_true", help="also measure where the ratio goes (~2 min)")
+    parser.add_argument("--one-width", nargs=2, metavar=("WIDTH", "HOW"), help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both runs")
     args = parser.parse_args()
+    if args.one_width:  # a child of --why
+        print(one_width(float(args.one_width[0]), args.one_width[1] == "pack"))
+        return
 
     workers = os.cpu_count() or 1
     per_worker = matmul_gflops()
@@ -144,6 +259,8 @@ def main() -> None:
             f"{off:.1f} s ({jobs / off * 3600:.0f} jobs/h, {share['off']:.2%} of the FLOP limit), packed "
             f"{auto:.1f} s ({jobs / auto * 3600:.0f} jobs/h, {share['auto']:.2%} of the limit): {ratio:.2f}x"
         )
+    if args.why:
+        why()
     print(f"packed/unpacked jobs per hour: {ratio:.2f}x")
 
 
