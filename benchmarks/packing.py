@@ -146,12 +146,9 @@ def one_width(width: float, packed: bool) -> float:
 def why() -> None:
     print("why (one thread, a training step of 128):")
     for width in (0.25, 0.5, 1.0):
-        alone = step_ms(width, 0)
-        shares = ", ".join(f"of {k}: {step_ms(width, k):.2f} ms" for k in (3, 9))
-        ratios = ", ".join(f"{alone / step_ms(width, k):.1f}x" for k in (3, 9))
-        print(
-            f"  cnn1d width {width:g}: alone {alone:.2f} ms; a model's share of a stacked step {shares} ({ratios})"
-        )
+        alone, share = step_ms(width, 0), {k: step_ms(width, k) for k in (3, 9)}
+        shares = ", ".join(f"of {k}: {ms:.2f} ms ({alone / ms:.1f}x)" for k, ms in share.items())
+        print(f"  cnn1d width {width:g}: alone {alone:.2f} ms; a model's share of a stacked step {shares}")
     print("each width's 9 jobs in one process, the two widths side by side (as the two workers run them):")
     seconds: dict[tuple[float, bool], float] = {}
     for packed in (False, True):

@@ -18,7 +18,7 @@ from scaling_sweep.spec import JobSpec
 # Built-in models with a stacked program in train/packed.py.
 PACKABLE_MODELS = ("cnn1d", "mlp")
 # Jobs per pack under `auto`. On a 2-core CPU the time per model and step falls until about 9
-# jobs of the default sweep's 1-D CNN share a step (0.36 ms at width 0.25, against 1.5 ms alone),
+# jobs of the default sweep's 1-D CNN share a step (0.36 ms at width 0.25, against 1.6 ms alone),
 # then stays flat: the stacked activations no longer fit in the core's cache.
 AUTO_SIZE = 9
 # What a pack may vary: everything else (model, recipe, pruning) is one program and one schedule.
