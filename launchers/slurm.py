@@ -2,9 +2,10 @@
 
 `launch` cuts the jobs into array tasks: each pack of jobs that train together (`launcher.pack`,
 scaling_sweep.packing) is one task, and jobs that train alone go `jobs_per_task` to a task. It
-splits the tasks into arrays of at most the cluster's MaxArraySize, submits each through submitit and records which job ids each task of each
-array runs in `slurm/arrays/<array id>.json`. `slurm_states` and `cancel` read those records back
-and ask SLURM about all of them with one `squeue` call. What runs inside a task is `slurm_task.py`.
+splits the tasks into arrays of at most the cluster's MaxArraySize, submits each through submitit
+and records which job ids each task of each array runs in `slurm/arrays/<array id>.json`.
+`slurm_states` and `cancel` read those records back and ask SLURM about all of them with one
+`squeue` call. What runs inside a task is `slurm_task.py`.
 """
 
 from __future__ import annotations
