@@ -691,6 +691,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    if code == 130 and _COMMAND:
+        # CPython (3.11) remembers a KeyboardInterrupt that escaped exec'd code (a dataclass that an
+        # interrupted import was creating), even one caught and handled, and at exit ends the process
+        # with SIGINT instead of this exit status. Every job is checkpointed and every worker gone.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     # Overrides may come after options (`fit DIR --out X fit.folds=0`): argparse leaves those unclaimed.
     args, extra = parser.parse_known_args(argv)

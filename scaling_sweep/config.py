@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -93,7 +96,7 @@ def compose(overrides: Sequence[str], extra_config_dirs: Sequence[str] = ()) -> 
             raise ConfigError(f"--config-dir {extra}: no such directory")
         overrides.append(f"hydra.searchpath=[file://{os.path.abspath(extra)}]")
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        with _ctrl_c_after(), initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_one_line(e)) from e
@@ -101,6 +104,24 @@ def compose(overrides: Sequence[str], extra_config_dirs: Sequence[str] = ()) -> 
     check_name(_name(cfg))
     _check_tracking(cfg)
     return cfg
+
+
+@contextlib.contextmanager
+def _ctrl_c_after() -> Iterator[None]:
+    """Hold a Ctrl-C until the block ends (composing takes well under a second): Hydra keeps global
+    state that a KeyboardInterrupt halfway through leaves broken, and its cleanup then fails with an
+    unrelated AttributeError instead of the interrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers (and only it gets KeyboardInterrupt)
+        return
+    held: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+        if held:
+            signal.raise_signal(signal.SIGINT)  # now, to whatever handled it before
 
 
 # One directory under out_dir: no separators, nothing hidden, not `.` or `..`, safe in a shell.

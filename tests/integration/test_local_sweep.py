@@ -428,6 +428,41 @@ def test_a_read_only_sweep_can_be_read_and_fitted_elsewhere(tmp_path):
     assert sorted((p.relative_to(sweep_dir), p.stat().st_mtime_ns) for p in sweep_dir.rglob("*")) == before
 
 
+def test_a_ctrl_c_caught_inside_execd_code_still_exits_130(tmp_path):
+    """CPython remembers a KeyboardInterrupt that escaped exec'd code (dataclasses build their methods
+    with exec, so a Ctrl-C during an import can land there) even once it is caught and handled, and
+    then ends `python -m` with SIGINT (-2) instead of the exit status: the command must not."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import scaling_sweep.config\n"
+        "scaling_sweep.config.compose = lambda *a, **k: exec('raise KeyboardInterrupt')\n"
+    )
+    env = cli_env(PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]))
+    p = subprocess.run(
+        [*CLI, "run", "--no-progress", f"out_dir={tmp_path}", *SWEEP],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (p.returncode, p.stdout.strip(), p.stderr) == (130, "interrupted", "")
+
+
+def test_a_ctrl_c_while_composing_waits_until_the_config_is_composed():
+    """Hydra's global state, interrupted halfway, fails its cleanup with an unrelated AttributeError."""
+    from scaling_sweep import config
+
+    held = False
+    with pytest.raises(KeyboardInterrupt):
+        with config._ctrl_c_after():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a Ctrl-C that was not held would have raised by now
+            held = True
+    assert held
+
+
 @pytest.mark.parametrize("after_s", [0.3, 1.0])  # while composing; while workers start
 def test_an_early_ctrl_c_is_one_line_and_exit_130(tmp_path, after_s):
     proc = _start(tmp_path, "--no-progress")
