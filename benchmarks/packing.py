@@ -15,7 +15,8 @@ model (torch.utils.flop_counter, batch 128, dense: a pruned weight still costs i
 dense kernel) times the steps each job trained (the `steps` column of its rows).
 
 `--why` (about 2 more minutes) also measures where the ratio goes: one model's training step alone
-against its share of a stacked step of 3 and of 9 models, per width; and each width's 9 jobs of the
+(plan's own calibration of the trainer's step, scaling_sweep.estimate.calibrate) against its share
+of a stacked step of 3 and of 9 models, per width; and each width's 9 jobs of the
 default sweep in one process, one after another against one pack, the two widths side by side in two
 processes as the two workers run them.
 """
@@ -74,48 +75,50 @@ def step_flops(width: float, depth: int, batch: int = 128) -> float:
     return float(counter.get_total_flops())
 
 
-def step_ms(width: float, k: int, steps: int = 200) -> float:
-    """ms per training step of 128 on one thread: one model alone (k=0, the trainer's own step), or
-    one model's share of a stacked step of k (train/packed.py)."""
+def default_specs(width: float) -> list:
+    """The default sweep's 9 jobs of one width."""
+    from omegaconf import OmegaConf
+
+    from scaling_sweep import config
+    from scaling_sweep.grid import expand
+
+    cfg = config.compose([f"grid.model.width=[{width}]"])
+    return expand(OmegaConf.to_container(cfg, resolve=True)).specs
+
+
+def alone_ms(width: float) -> float:
+    """ms per training step of one model alone on one thread: plan's own timing of the trainer's step."""
+    from scaling_sweep.estimate import calibrate
+
+    return calibrate(default_specs(width)[0], threads=1, device="cpu").step_s * 1e3
+
+
+def stacked_ms(width: float, k: int, steps: int = 200) -> float:
+    """ms per training step of 128 on one thread: one model's share of a stacked step of k (train/packed.py)."""
     import torch
 
     from scaling_sweep.schema import ModelOptions
-    from scaling_sweep.train.loop import optimizer_step
     from scaling_sweep.train.models import build_model
-    from scaling_sweep.train.optim import SGD
     from scaling_sweep.train.packed import Stack, keep_freed_memory
-    from scaling_sweep.train.pruning import Masks, attach_masks
-    from scaling_sweep.train.steps import CLASSIFICATION
+    from scaling_sweep.train.pruning import attach_masks
 
     keep_freed_memory()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         models = []
-        for _ in range(max(k, 1)):
+        for _ in range(k):
             model = build_model(ModelOptions(name="cnn1d", width=width, depth=3), (1, 40), 10)
             attach_masks(model, True, None, None)
             models.append(model)
-        x, y = torch.randn(max(k, 1), 128, 1, 40), torch.randint(0, 10, (max(k, 1), 128))
-        if k == 0:
-            model, masks = models[0], Masks.of(models[0])
-            optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-
-            def step() -> None:
-                optimizer_step(model, optimizer, masks, CLASSIFICATION, x[0], y[0], 0.1)
-
-        else:
-            stack, rows = Stack(models, 0.9, False, 5e-4), list(range(k))
-
-            def step() -> None:
-                stack.step(rows, x, y, [0.1] * k)
-
+        x, y = torch.randn(k, 128, 1, 40), torch.randint(0, 10, (k, 128))
+        stack, rows = Stack(models, 0.9, False, 5e-4), list(range(k))
         for _ in range(steps // 4):
-            step()
+            stack.step(rows, x, y, [0.1] * k)
         t0 = time.perf_counter()
         for _ in range(steps):
-            step()
-        return (time.perf_counter() - t0) / steps * 1e3 / max(k, 1)
+            stack.step(rows, x, y, [0.1] * k)
+        return (time.perf_counter() - t0) / steps * 1e3 / k
     finally:
         torch.set_num_threads(threads)
 
@@ -123,16 +126,12 @@ def step_ms(width: float, k: int, steps: int = 200) -> float:
 def one_width(width: float, packed: bool) -> float:
     """Seconds to train the default sweep's 9 jobs of one width in this process: one pack, or one after another."""
     import torch
-    from omegaconf import OmegaConf
 
-    from scaling_sweep import config
-    from scaling_sweep.grid import expand
     from scaling_sweep.train.imp import run_imp
     from scaling_sweep.train.packed import Member, run_pack
 
     torch.set_num_threads(1)
-    cfg = config.compose([f"grid.model.width=[{width}]"])
-    configs = [s.trainer_config() for s in expand(OmegaConf.to_container(cfg, resolve=True)).specs]
+    configs = [s.trainer_config() for s in default_specs(width)]
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         if packed:
@@ -146,7 +145,7 @@ def one_width(width: float, packed: bool) -> float:
 def why() -> None:
     print("why (one thread, a training step of 128):")
     for width in (0.25, 0.5, 1.0):
-        alone, share = step_ms(width, 0), {k: step_ms(width, k) for k in (3, 9)}
+        alone, share = alone_ms(width), {k: stacked_ms(width, k) for k in (3, 9)}
         shares = ", ".join(f"of {k}: {ms:.2f} ms ({alone / ms:.1f}x)" for k, ms in share.items())
         print(f"  cnn1d width {width:g}: alone {alone:.2f} ms; a model's share of a stacked step {shares}")
     print("each width's 9 jobs in one process, the two widths side by side (as the two workers run them):")
